@@ -1,0 +1,98 @@
+"""airbench: a small, fast net for time-to-accuracy, after the ideas of KellerJordan's airbench.
+
+    stem    2x2 conv 3 -> 24, no padding, GELU                 32 -> 31
+    block1  conv 64,  max-pool 2, BN, GELU, conv 64,  BN, GELU  31 -> 15
+    block2  conv 256, max-pool 2, BN, GELU, conv 256, BN, GELU  15 -> 7
+    block3  conv 256, max-pool 2, BN, GELU, conv 256, BN, GELU  7 -> 3
+    head    global max-pool, linear 256 -> classes (no bias), output / 9
+
+Pooling before BatchNorm makes the BN and GELU run on a quarter of the pixels. The 2x2 stem
+has 24 = 2 x 12 filters so it can optionally be set to a whitening transform of 2x2 patches
+(`init_whitening`, plus and minus each direction so GELU loses nothing); without it the stem
+is an ordinary trainable convolution.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ddpcifar.models import register
+
+_WIDTHS = (64, 256, 256)
+_STEM_KERNEL = 2
+_PATCH_DIM = 3 * _STEM_KERNEL * _STEM_KERNEL  # 12 values in a 2x2 RGB patch
+_OUTPUT_SCALE = 1 / 9  # keeps initial logits small (a max-pooled head has large activations)
+
+
+class ConvGroup(nn.Module):
+    """conv -> max-pool 2 -> BN -> GELU -> conv -> BN -> GELU."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(c_out)
+        self.act = nn.GELU()
+        # Start each conv with an identity (Dirac) part on its first c_in filters, so that at
+        # initialisation the block passes its input through on top of the random features.
+        for conv in (self.conv1, self.conv2):
+            n_in = conv.in_channels
+            with torch.no_grad():
+                nn.init.dirac_(conv.weight[:n_in])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm1(self.pool(self.conv1(x))))
+        return self.act(self.norm2(self.conv2(x)))
+
+
+@register("airbench")
+class AirBench(nn.Module):
+    """Fast three-block GELU net with a 2x2 stem and a scaled global-max-pool head.
+
+    Returns logits (N, num_classes), scaled by 1/9.
+    """
+
+    outputs_log_probs: bool = False
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 2 * _PATCH_DIM, _STEM_KERNEL, padding=0, bias=True)
+        self.stem_act = nn.GELU()
+        blocks, c_in = [], 2 * _PATCH_DIM
+        for width in _WIDTHS:
+            blocks.append(ConvGroup(c_in, width))
+            c_in = width
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.linear = nn.Linear(c_in, num_classes, bias=False)
+        self.output_scale = _OUTPUT_SCALE
+
+    @torch.no_grad()
+    def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """Set the stem to whiten 2x2 patches of `images` (N, 3, H, W), normalised training data.
+
+        The first 12 filters map a patch onto the eigenvectors of the patch second-moment
+        matrix, divided by sqrt(eigenvalue + eps), so their outputs have (about) identity second
+        moments; the other 12 are their negatives. The stem bias is zeroed. Whether the stem
+        then stays trainable (airbench freezes it) is the trainer's choice.
+        """
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"init_whitening expects (N, 3, H, W) images, got {tuple(images.shape)}")
+        k = _STEM_KERNEL
+        # (N, 3, H', W', k, k) -> (N*H'*W', 3*k*k), flattened in the conv weight's (c, kh, kw) order
+        patches = images.float().unfold(2, k, 1).unfold(3, k, 1)
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, _PATCH_DIM)
+        second_moment = patches.T @ patches / patches.shape[0]
+        eigenvalues, eigenvectors = torch.linalg.eigh(second_moment.double())
+        filters = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).float()
+        filters = filters.reshape(_PATCH_DIM, 3, k, k)
+        weight = torch.cat([filters, -filters]).to(self.stem.weight)
+        self.stem.weight.copy_(weight)
+        self.stem.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem_act(self.stem(x)))
+        return self.linear(torch.flatten(self.pool(x), 1)) * self.output_scale
