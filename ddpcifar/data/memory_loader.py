@@ -1,0 +1,161 @@
+"""In-memory backend: the whole split as one uint8 tensor on the device (CIFAR-10 is 150 MB).
+
+Each batch is a gather from that tensor plus batched augmentation ops, all drawn from a
+torch.Generator seeded by (seed, epoch, rank): an epoch is a pure function of those, so a
+resumed run replays it exactly. The albumentations recipe runs instead on numpy images in
+DataLoader workers, each worker of each rank with its own stream (seed, rank, epoch, worker).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from ddpcifar.data.augment import albumentations_pipeline, basic_augment, mean_fill
+from ddpcifar.data.config import AugmentConfig, DataConfig
+from ddpcifar.data.loaders import Batch, Normalizer, derive_seed, eval_positions, train_order
+
+
+class MemoryBatchLoader:
+    """BatchLoader over one split held in memory (on the GPU when `device` is one)."""
+
+    def __init__(
+        self,
+        data: DataConfig,
+        augment: AugmentConfig,
+        *,
+        split: str,
+        batch_size: int,
+        train: bool,
+        rank: int,
+        world_size: int,
+        seed: int,
+        device: torch.device,
+        normalize: Normalizer,
+        mean: Sequence[float],
+    ) -> None:
+        from ddpcifar.data.beton import read_split  # the converter's reader (FFCV, file order)
+
+        images, labels = read_split(data.dir, split)
+        if data.max_samples is not None:
+            images, labels = images[: data.max_samples], labels[: data.max_samples]
+        self.n = len(labels)
+        self.augment = augment
+        self.batch_size = batch_size
+        self.train = train
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.device = device
+        self.normalize = normalize
+        self.num_workers = data.num_workers
+        self.epoch = 0
+        if train and augment.kind == "albumentations":
+            # Workers augment numpy HWC images; only finished batches go to the device.
+            self.host_images, self.host_labels = np.ascontiguousarray(images), labels.astype(np.int64)
+            self.pipeline = albumentations_pipeline(augment, mean)
+        else:
+            self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)  # (N,H,W,3) uint8
+            self.labels = torch.from_numpy(labels.astype(np.int64)).to(device)
+            self.fill = torch.tensor(mean_fill(mean), dtype=torch.uint8, device=device)
+        if train:
+            self._len = (self.n // world_size) // batch_size
+            self._num_samples = self._len * batch_size
+        else:
+            self.eval_samples, self.eval_index = eval_positions(self.n, rank=rank, world_size=world_size)
+            self._len = -(-len(self.eval_samples) // batch_size)
+            self._num_samples = int((self.eval_index >= 0).sum())
+
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def num_samples(self) -> int:
+        return self._num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[Batch]:
+        if not self.train:
+            return self._iter_tensor(self.eval_samples, self.eval_index, gen=None)
+        order = train_order(
+            self.n, seed=self.seed, epoch=self.epoch, rank=self.rank,
+            world_size=self.world_size, batch_size=self.batch_size,
+        )
+        if self.augment.kind == "albumentations":
+            return self._iter_albumentations(order)
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(derive_seed(self.seed, self.epoch, self.rank))
+        return self._iter_tensor(order, order, gen)
+
+    def _iter_tensor(self, samples: np.ndarray, index: np.ndarray, gen: torch.Generator | None) -> Iterator[Batch]:
+        samples_t = torch.from_numpy(samples).to(self.device)
+        index_t = torch.from_numpy(index.astype(np.int64)).to(self.device)
+        for start in range(0, len(samples), self.batch_size):
+            take = samples_t[start : start + self.batch_size]
+            # (B,H,W,3) viewed as (B,3,H,W): channels_last memory for free.
+            images = self.images[take].permute(0, 3, 1, 2)
+            if gen is not None and self.augment.kind == "basic":
+                images = basic_augment(images, self.augment, self.fill, gen)
+            yield Batch(self.normalize(images), self.labels[take], index_t[start : start + self.batch_size])
+
+    def _iter_albumentations(self, order: np.ndarray) -> Iterator[Batch]:
+        batches = order.reshape(-1, self.batch_size)
+        epoch_data = AlbumentationsEpoch(
+            self.host_images, self.host_labels, self.pipeline, batches,
+            seed=self.seed, rank=self.rank, epoch=self.epoch,
+        )
+        if self.num_workers == 0:
+            epoch_data.seed_stream(worker_id=0)
+        loader = DataLoader(
+            epoch_data,
+            batch_size=None,  # each item is already a batch: one IPC message per batch
+            num_workers=self.num_workers,
+            worker_init_fn=_seed_worker,
+            # Without a generator DataLoader draws its base seed from the global torch RNG,
+            # which would shift every later global draw (and exact resume) by one.
+            generator=torch.Generator().manual_seed(derive_seed(self.seed, self.rank, self.epoch)),
+            pin_memory=self.device.type == "cuda",
+        )
+        for images, labels, index in loader:
+            images = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+            yield Batch(
+                self.normalize(images),
+                labels.to(self.device, non_blocking=True),
+                index.to(self.device, non_blocking=True),
+            )
+
+
+class AlbumentationsEpoch(Dataset):
+    """One epoch of albumentations-augmented batches; item i is batch i of this rank's order."""
+
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, pipeline, batches: np.ndarray,
+        *, seed: int, rank: int, epoch: int,
+    ) -> None:
+        self.images, self.labels, self.pipeline, self.batches = images, labels, pipeline, batches
+        self.seed, self.rank, self.epoch = seed, rank, epoch
+
+    def seed_stream(self, worker_id: int) -> None:
+        """Give this process's pipeline its own stream: f(seed, rank, epoch, worker_id)."""
+        seq = np.random.SeedSequence([self.seed, self.rank, self.epoch, worker_id])
+        py_seed = int(seq.spawn(1)[0].generate_state(1)[0])
+        self.pipeline.set_random_state(np.random.default_rng(seq), random.Random(py_seed))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        take = self.batches[i]
+        out = np.stack([self.pipeline(image=self.images[j])["image"] for j in take])
+        return torch.from_numpy(out), torch.from_numpy(self.labels[take]), torch.from_numpy(take.astype(np.int64))
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn: runs in each fresh worker process (workers restart each epoch)."""
+    info = get_worker_info()
+    assert info is not None  # only ever called inside a worker
+    info.dataset.seed_stream(worker_id)
