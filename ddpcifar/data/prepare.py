@@ -1,0 +1,268 @@
+"""`python data_prep.py`: convert CIFAR-10 into train.beton, test.beton and meta.json.
+
+Everything is built in a temporary directory beside --out and renamed into place at the end,
+so --out is either absent/untouched (any error) or complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress,
+                           TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+                           TransferSpeedColumn)
+
+from ddpcifar.atomic import write_json
+from ddpcifar.data import cifar_pickle, image_folder
+from ddpcifar.data.beton import beton_path, write_split
+from ddpcifar.data.meta import (CIFAR10_CLASSES, IMAGE_SHAPE, META_FILE, META_FORMAT, SPLITS,
+                                Cifar10Source, DataMeta, channel_stats, class_counts,
+                                sha256_file)
+from ddpcifar.errors import UserError, cli_main
+
+OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CONNECT_TIMEOUT_S = 10.0  # also the read timeout of each block: a stalled server fails fast
+SOURCE_HINT = ("use --source with a local cifar-10-python.tar.gz, "
+               "cifar-10-batches-py/ or train/,test/ image folders")
+
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="data_prep.py",
+        description="Convert CIFAR-10 into FFCV files: train.beton, test.beton and meta.json.",
+    )
+    parser.add_argument("--out", type=Path, default=Path("data/cifar10"),
+                        help="output directory (default: data/cifar10)")
+    parser.add_argument("--source", type=Path, default=None,
+                        help="local copy instead of downloading: cifar-10-python.tar.gz, a "
+                             "directory holding (or being) cifar-10-batches-py/, or a directory "
+                             "with train/<class>/*.png|jpg and test/<class>/* image folders")
+    parser.add_argument("--allow-unofficial", action="store_true",
+                        help="accept pickle batches whose md5 differs from the official release "
+                             "(prints a warning; structure is still checked)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing, non-empty --out directory")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="where the download is kept (default: <parent of --out>/downloads)")
+    parser.add_argument("--url", default=OFFICIAL_URL,
+                        help="download URL, e.g. a mirror of the official archive; its md5 must "
+                             "still match (default: the official Toronto URL)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes for decoding image folders (default: 2)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def make_progress(console: Console, quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, disable=quiet, transient=False,
+    )
+
+
+def progress_factory(progress: Progress) -> ProgressFactory:
+    """Adapt a rich Progress to the `progress(description, total) -> advance(n)` callbacks."""
+    def start(description: str, total: int) -> Callable[[int], None]:
+        task = progress.add_task(description, total=total)
+        return lambda n: progress.advance(task, n)
+    return start
+
+
+# --- the download ------------------------------------------------------------------------------
+
+def download_archive(url: str, cache_dir: Path, console: Console, quiet: bool) -> Path:
+    """Fetch the official archive into `cache_dir` (reused when present) and check its md5."""
+    target = cache_dir / cifar_pickle.ARCHIVE_NAME
+    if target.is_file():
+        if cifar_pickle.md5_hex(target.read_bytes()) == cifar_pickle.ARCHIVE_MD5:
+            return target
+        console.print(f"cached archive has the wrong md5, downloading again: {target}")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create download cache ({err.strerror}): {cache_dir}") from None
+    partial = target.with_name(target.name + ".part")
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with urllib.request.urlopen(url, timeout=CONNECT_TIMEOUT_S) as response, \
+                open(partial, "wb") as fh:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with Progress(TextColumn("downloading"), BarColumn(), DownloadColumn(),
+                          TransferSpeedColumn(), TimeRemainingColumn(),
+                          console=console, disable=quiet) as bar:
+                task = bar.add_task("download", total=total)
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    fh.write(block)
+                    digest.update(block)
+                    bar.advance(task, len(block))
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        partial.unlink(missing_ok=True)
+        reason = getattr(err, "reason", None) or err
+        raise UserError(f"cannot download {url}: {reason}; {SOURCE_HINT}") from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    if digest.hexdigest() != cifar_pickle.ARCHIVE_MD5:
+        partial.unlink(missing_ok=True)
+        raise UserError(f"downloaded archive has md5 {digest.hexdigest()}, expected "
+                        f"{cifar_pickle.ARCHIVE_MD5} (corrupt download?): {url}")
+    partial.replace(target)
+    return target
+
+
+# --- reading a source --------------------------------------------------------------------------
+
+def read_source(args: argparse.Namespace, console: Console, progress: Progress) -> Cifar10Source:
+    """Detect what --source is (or download) and read both splits into memory, fully checked."""
+    def warn(message: str) -> None:
+        console.print(f"[yellow]warning:[/] {message}", soft_wrap=True, highlight=False)
+
+    track = progress_factory(progress)
+    if args.source is None:
+        cache = args.cache_dir or args.out.parent / "downloads"
+        archive = download_archive(args.url, cache, console, args.quiet)
+        return cifar_pickle.read_tarball(
+            archive, allow_unofficial=args.allow_unofficial, warn=warn,
+            advance=track("reading batches", len(cifar_pickle.FILE_MD5)), kind="download")
+
+    source: Path = args.source
+    if not source.exists():
+        raise UserError(f"source not found: {source}")
+    if source.is_file():
+        if not source.name.endswith((".tar.gz", ".tgz", ".tar")):
+            raise UserError(f"unsupported source file (expected {cifar_pickle.ARCHIVE_NAME}): {source}")
+        return cifar_pickle.read_tarball(
+            source, allow_unofficial=args.allow_unofficial, warn=warn,
+            advance=track("reading batches", len(cifar_pickle.FILE_MD5)))
+    if not source.is_dir():
+        raise UserError(f"source is neither a file nor a directory: {source}")
+    for batches in (source / cifar_pickle.BATCH_DIR, source):
+        if (batches / cifar_pickle.META_BATCH).exists() or (batches / "data_batch_1").exists():
+            return cifar_pickle.read_batches_dir(
+                batches, allow_unofficial=args.allow_unofficial, warn=warn,
+                advance=track("reading batches", len(cifar_pickle.FILE_MD5)))
+    if image_folder.looks_like_image_folder(source):
+        return image_folder.read_image_folder(source, workers=args.workers, progress=track)
+    raise UserError(f"unrecognised source directory (expected {cifar_pickle.BATCH_DIR}/, its batch "
+                    f"files, or train/ and test/ class folders): {source}")
+
+
+# --- the output directory ----------------------------------------------------------------------
+
+def _is_nonempty_dir(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse to overwrite existing content unless --force, before any work is done."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out exists and is not a directory: {out}")
+    if _is_nonempty_dir(out) and not force:
+        raise UserError(f"output directory exists and is not empty (use --force to replace it): {out}")
+
+
+@contextmanager
+def staging_dir(out: Path) -> Iterator[Path]:
+    """A fresh directory beside `out` (same filesystem, so the final rename is atomic).
+
+    Removed on any failure, together with parent directories this call created.
+    """
+    created: list[Path] = []
+    parent = out.parent
+    for ancestor in [parent, *parent.parents]:
+        if ancestor.exists():
+            break
+        created.append(ancestor)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+    except OSError as err:
+        raise UserError(f"cannot create output directory ({err.strerror}): {out}") from None
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for path in created:  # innermost first; only ones still empty
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def publish(staging: Path, out: Path, force: bool) -> None:
+    """Move the finished `staging` directory to `out`, replacing old content only with --force."""
+    check_out(out, force)  # again: something may have appeared while we worked
+    old = None
+    if out.exists():  # an empty directory, or --force
+        old = out.with_name(f".{out.name}.old-{staging.name.rsplit('-', 1)[-1]}")
+        out.rename(old)
+    try:
+        staging.rename(out)
+    except OSError:
+        if old is not None:
+            old.rename(out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --- the conversion ----------------------------------------------------------------------------
+
+def convert(args: argparse.Namespace, console: Console) -> DataMeta:
+    out: Path = args.out
+    check_out(out, args.force)
+    with make_progress(console, args.quiet) as progress:
+        source = read_source(args, console, progress)
+        track = progress_factory(progress)
+        mean, std = channel_stats(source.train.images,
+                                  track("computing mean/std", len(source.train.images)))
+        with staging_dir(out) as staging:
+            for split in SPLITS:
+                arrays = getattr(source, split)
+                write_split(beton_path(staging, split), arrays,
+                            track(f"writing {split}.beton", len(arrays.labels)))
+            meta = DataMeta(
+                format=META_FORMAT,
+                classes=CIFAR10_CLASSES,
+                counts={s: len(getattr(source, s).labels) for s in SPLITS},
+                class_counts={s: class_counts(getattr(source, s).labels) for s in SPLITS},
+                mean=mean,
+                std=std,
+                image_shape=IMAGE_SHAPE,
+                source=source.source,
+                sha256={f"{s}.beton": sha256_file(beton_path(staging, s)) for s in SPLITS},
+            )
+            write_json(staging / META_FILE, meta.model_dump(mode="json"))
+            publish(staging, out, args.force)
+    return meta
+
+
+@cli_main
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of data_prep.py / ddpcifar-prep. Returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1: {args.workers}")
+    console = Console(file=sys.stderr)  # bound now: beton.write_split redirects sys.stderr
+    meta = convert(args, console)
+    if not args.quiet:
+        console.print(
+            f"wrote {meta.counts.train} train + {meta.counts.test} test images to {args.out} "
+            f"(source: {meta.source.kind}, md5 verified: {meta.source.md5_verified})",
+            soft_wrap=True, highlight=False,
+        )
+    return 0
