@@ -1,0 +1,202 @@
+"""Following `metrics.jsonl` incrementally and turning it into curves (docs/run_directory.md).
+
+`MetricsTail` reads only the bytes appended since the last call and holds back a half-written
+last line until its newline arrives. `MetricsLog` accumulates parsed lines into columns;
+`MetricsLog.curves()` freezes them into NumPy arrays for the charts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+# Read at most this much per call so one huge file cannot stall a poll for long.
+_CHUNK = 64 * 1024 * 1024
+
+
+@dataclass
+class TailResult:
+    """What one `MetricsTail.read()` found."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    bad_lines: list[str] = field(default_factory=list)  # "line N: reason"
+    missing: bool = False
+    reset: bool = False  # the file shrank or was replaced: start over from byte 0
+
+
+class MetricsTail:
+    """Incremental reader of one metrics.jsonl: remembers the byte offset and a partial line."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.offset = 0
+        self.line_no = 0
+        self._partial = b""
+        self._inode: int | None = None
+
+    def read(self) -> TailResult:
+        """Parse the complete lines appended since the previous call."""
+        result = TailResult()
+        try:
+            fh = open(self.path, "rb")
+        except FileNotFoundError:
+            result.missing = True
+            return result
+        with fh:
+            st = os.fstat(fh.fileno())
+            if st.st_size < self.offset or (self._inode is not None and st.st_ino != self._inode):
+                self.offset, self.line_no, self._partial = 0, 0, b""
+                result.reset = True
+            self._inode = st.st_ino
+            fh.seek(self.offset)
+            chunk = fh.read(_CHUNK)
+        self.offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # b"" when data ended with a newline
+        for raw in lines:
+            self.line_no += 1
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError as err:
+                result.bad_lines.append(f"line {self.line_no}: not JSON ({str(err)[:60]})")
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
+                result.bad_lines.append(f"line {self.line_no}: no 'kind'")
+                continue
+            result.records.append(record)
+        return result
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of an incomplete last line held back."""
+        return len(self._partial)
+
+
+def _f(values: dict[str, Any], key: str) -> float:
+    v = values.get(key)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Immutable column arrays for one run's charts (NaN where a line lacked a value)."""
+
+    train_epoch: np.ndarray
+    train_step: np.ndarray
+    train_loss: np.ndarray
+    train_top1: np.ndarray
+    lr: np.ndarray
+    eval_epoch: np.ndarray
+    eval_step: np.ndarray
+    eval_loss: np.ndarray
+    eval_top1: np.ndarray
+    last_eval: dict[str, Any] | None
+    lines: int
+
+    @property
+    def empty(self) -> bool:
+        return len(self.train_step) == 0 and len(self.eval_step) == 0
+
+
+class MetricsLog:
+    """Columns accumulated from metrics records; unknown kinds and bad values are ignored."""
+
+    _TRAIN = ("epoch", "step", "loss", "top1", "lr")
+    _EVAL = ("epoch", "step", "loss", "top1")
+
+    def __init__(self) -> None:
+        self.train: dict[str, list[float]] = {k: [] for k in self._TRAIN}
+        self.eval: dict[str, list[float]] = {k: [] for k in self._EVAL}
+        self.last_eval: dict[str, Any] | None = None
+        self.lines = 0
+
+    def add(self, records: Sequence[dict[str, Any]]) -> None:
+        for rec in records:
+            self.lines += 1
+            values = rec.get("values")
+            if not isinstance(values, dict):
+                continue
+            head = {"epoch": _f(rec, "epoch"), "step": _f(rec, "step")}
+            if rec["kind"] == "train":
+                cols = self.train
+                for key in ("loss", "top1", "lr"):
+                    head[key] = _f(values, key)
+            elif rec["kind"] == "eval":
+                cols = self.eval
+                head["loss"], head["top1"] = _f(values, "loss"), _f(values, "top1")
+                self.last_eval = {"epoch": rec.get("epoch"), **values}
+            else:
+                continue
+            for key, col in cols.items():
+                col.append(head[key])
+
+    def curves(self) -> Curves:
+        """Freeze the columns into arrays (a copy: the worker keeps appending)."""
+        t = {k: np.asarray(v, dtype=np.float64) for k, v in self.train.items()}
+        e = {k: np.asarray(v, dtype=np.float64) for k, v in self.eval.items()}
+        return Curves(
+            train_epoch=t["epoch"], train_step=t["step"], train_loss=t["loss"],
+            train_top1=t["top1"], lr=t["lr"],
+            eval_epoch=e["epoch"], eval_step=e["step"], eval_loss=e["loss"], eval_top1=e["top1"],
+            last_eval=dict(self.last_eval) if self.last_eval else None, lines=self.lines,
+        )
+
+
+def ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """Exponential moving average (weight 0 = raw), bias-corrected like TensorBoard's smoothing.
+
+    NaNs are skipped (they keep their place but do not disturb the average).
+    """
+    if weight <= 0 or len(values) == 0:
+        return values
+    out = np.empty_like(values)
+    acc, norm = 0.0, 0.0
+    for i, v in enumerate(values.tolist()):
+        if v != v:  # NaN
+            out[i] = v
+            continue
+        acc = weight * acc + (1 - weight) * v
+        norm = weight * norm + (1 - weight)
+        out[i] = acc / norm
+    return out
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Per-class accuracy and confusion matrix of one evaluation."""
+
+    epoch: int | None
+    top1: float | None
+    per_class: list[float]
+    confusion: list[list[int]]
+    source: str  # "metrics.jsonl" or "summary.json"
+
+
+def latest_evaluation(last_eval: dict[str, Any] | None,
+                      summary: dict[str, Any] | None) -> Evaluation | None:
+    """The final evaluation from summary.json when present, else the last `eval` line."""
+    final = summary.get("final") if isinstance(summary, dict) else None
+    for values, source in ((final, "summary.json"), (last_eval, "metrics.jsonl")):
+        if isinstance(values, dict) and isinstance(values.get("per_class"), list) \
+                and isinstance(values.get("confusion"), list):
+            epoch = values.get("epoch")
+            top1 = values.get("top1")
+            try:
+                return Evaluation(
+                    epoch=int(epoch) if isinstance(epoch, (int, float)) else None,
+                    top1=float(top1) if isinstance(top1, (int, float)) else None,
+                    per_class=[float(v) for v in values["per_class"]],
+                    confusion=[[int(c) for c in row] for row in values["confusion"]],
+                    source=source,
+                )
+            except (TypeError, ValueError):
+                continue  # malformed numbers: try the next source
+    return None

@@ -1,0 +1,344 @@
+"""The main screen: run list on top, tabs (curves, samples, classes, details) below.
+
+All file reading happens in thread workers (`_poll_loop`, `_load_samples`, `_load_details`) that
+only post typed messages; the handlers here just route data to widgets.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Callable
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Label, Static, TabbedContent, TabPane
+from textual.worker import get_current_worker
+
+from tui.messages import (DetailsLoaded, MetricsUpdated, ReadProblem, RunsScanned,
+                          SampleEpochsListed, SamplesLoaded)
+from tui.metrics import Curves, latest_evaluation
+from tui.runs import RunInfo, read_json_text
+from tui.samples import SamplesError, load_samples
+from tui.screens.image_screen import ImageScreen
+from tui.watcher import RunWatcher
+from tui.widgets.class_bars import ClassBars
+from tui.widgets.confusion import ConfusionGrid
+from tui.widgets.curves import SMOOTHING_STEPS, CurvesPanel
+from tui.widgets.details import DetailsPanel
+from tui.widgets.run_table import COLUMNS, RunTable
+from tui.widgets.sample_grid import SampleGrid
+
+
+class DashboardScreen(Screen[None]):
+    """Everything about the runs in one runs directory."""
+
+    BINDINGS = [
+        Binding("slash", "focus_filter", "filter"),
+        Binding("escape", "focus_runs", "runs", show=False),
+        Binding("o", "sort", "sort"),
+        Binding("O", "reverse_sort", "reverse", show=False),
+        Binding("c", "compare", "compare"),
+        Binding("x", "x_axis", "epoch/step"),
+        Binding("s", "smoothing(1)", "smooth"),
+        Binding("S", "smoothing(-1)", "less smooth", show=False),
+        Binding("1", "tab('curves')", "curves", show=False),
+        Binding("2", "tab('samples')", "samples", show=False),
+        Binding("3", "tab('classes')", "classes", show=False),
+        Binding("4", "tab('details')", "details", show=False),
+    ]
+
+    def __init__(self, runs_dir: Path, poll_interval: float, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self.runs_dir = runs_dir
+        self.poll_interval = poll_interval
+        self.watcher = RunWatcher(runs_dir, clock)
+        self.runs: dict[str, RunInfo] = {}
+        self.curves: dict[str, Curves | None] = {}
+        self.curve_notes: dict[str, str | None] = {}
+        self.summaries: dict[str, dict | None] = {}
+        self.sample_epochs: dict[str, list[int]] = {}
+        self.chosen_epoch: dict[str, int] = {}  # absent: follow the latest evaluation
+        self.selected: str | None = None
+        self.compare = False
+        self.x_axis = "epoch"
+        self.smoothing = 0.0
+        self._loaded_samples: tuple[str, int] | None = None
+        self._watched: tuple[str, ...] = ()
+        self._wake = threading.Event()
+
+    # -- layout ----------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="runs-area"):
+            with Horizontal(id="filter-bar"):
+                yield Label("filter ", id="filter-label")
+                yield Input(placeholder="name or model  (/ to focus, esc to leave)", id="filter")
+                yield Static("", id="sort-label")
+            yield RunTable(id="runs")
+        with TabbedContent(id="tabs", initial="curves"):
+            with TabPane("Curves [1]", id="curves"):
+                yield CurvesPanel(id="curves-panel")
+            with TabPane("Samples [2]", id="samples"):
+                yield SampleGrid(id="grid")
+            with TabPane("Classes [3]", id="classes"):
+                yield Static("", id="eval-title")
+                with Horizontal(id="class-charts"):
+                    yield ClassBars(id="bars")
+                    yield ConfusionGrid(id="confusion")
+            with TabPane("Details [4]", id="details"):
+                yield DetailsPanel(id="details-panel")
+        yield Static("", id="notice")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#bars").border_title = "per-class top-1"
+        self.query_one("#confusion").border_title = "confusion matrix"
+        self._show_sort()
+        self.query_one(RunTable).focus()
+        self._redraw_curves()
+        self._poll_loop()
+
+    def on_unmount(self) -> None:
+        self._wake.set()  # let the poll thread notice cancellation at once
+
+    # -- the worker ------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="poll")
+    def _poll_loop(self) -> None:
+        """Poll the runs directory until the screen goes away; only posts messages."""
+        worker = get_current_worker()
+        while not worker.is_cancelled:
+            for message in self.watcher.poll(self._watched):
+                if worker.is_cancelled:
+                    return
+                self.post_message(message)
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+
+    @work(thread=True, exclusive=True, group="samples")
+    def _load_samples(self, run: str, epoch: int) -> None:
+        try:
+            samples = load_samples(self.runs_dir / run, epoch)
+        except SamplesError as err:
+            self.post_message(SamplesLoaded(run, epoch, None, str(err)))
+            return
+        self.post_message(SamplesLoaded(run, epoch, samples))
+
+    @work(thread=True, exclusive=True, group="details")
+    def _load_details(self, run: str) -> None:
+        spec, p1 = read_json_text(self.runs_dir / run / "spec.json")
+        summary_text, p2 = read_json_text(self.runs_dir / run / "summary.json")
+        summary = None
+        if summary_text is not None and p2 is None:
+            summary = json.loads(summary_text)
+        problems = [f"{run}/{p}" for p in (p1, p2) if p]
+        self.post_message(DetailsLoaded(run, spec, summary_text, summary, problems))
+
+    def _set_watched(self) -> None:
+        runs = self._shown_runs()
+        self._watched = tuple(runs)
+        self._wake.set()
+
+    # -- message handlers ------------------------------------------------------------------
+
+    def on_runs_scanned(self, message: RunsScanned) -> None:
+        old = self.runs.get(self.selected) if self.selected else None
+        self.runs = {r.name: r for r in message.runs}
+        table = self.query_one(RunTable)
+        table.set_runs(message.runs)
+        if self.selected is None or self.selected not in self.runs:
+            self._select(table.selected)
+        elif old is not None and (old.state, old.epoch) != (self.runs[self.selected].state,
+                                                            self.runs[self.selected].epoch):
+            self._load_details(self.selected)  # summary.json may have appeared
+
+    def on_metrics_updated(self, message: MetricsUpdated) -> None:
+        self.curves[message.run] = message.curves
+        self.curve_notes[message.run] = message.note
+        if message.run in self._shown_runs():
+            self._redraw_curves()
+        if message.run == self.selected:
+            self._redraw_evaluation()
+
+    def on_sample_epochs_listed(self, message: SampleEpochsListed) -> None:
+        self.sample_epochs[message.run] = message.epochs
+        if message.run == self.selected:
+            self._request_samples()
+
+    def on_samples_loaded(self, message: SamplesLoaded) -> None:
+        if message.run != self.selected:
+            return
+        grid = self.query_one(SampleGrid)
+        classes = self.runs[message.run].classes if message.run in self.runs else ()
+        epochs = self.sample_epochs.get(message.run, [])
+        if message.error:
+            grid.set_samples(None, classes, epochs, message=f"⚠ {message.error}")
+            self._problem(f"{message.run}/{message.error}")
+        else:
+            grid.set_samples(message.samples, classes, epochs)
+
+    def on_details_loaded(self, message: DetailsLoaded) -> None:
+        self.summaries[message.run] = message.summary
+        for problem in message.problems:
+            self._problem(problem)
+        if message.run == self.selected:
+            self.query_one(DetailsPanel).show(message.spec_text, message.summary_text)
+            self._redraw_evaluation()
+
+    def on_read_problem(self, message: ReadProblem) -> None:
+        self._problem(message.text)
+
+    def _problem(self, text: str) -> None:
+        self.query_one("#notice", Static).update(f"⚠ {text}")
+        self.notify(text, title="could not read", severity="warning", timeout=6)
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def _row_highlighted(self) -> None:
+        self._select(self.query_one(RunTable).selected)
+
+    @on(RunTable.MarksChanged)
+    def _marks_changed(self) -> None:
+        self._set_watched()
+        self._redraw_curves()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.query_one(RunTable).set_filter(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self) -> None:
+        self.query_one(RunTable).focus()
+
+    @on(SampleGrid.Enlarge)
+    def _enlarge(self, event: SampleGrid.Enlarge) -> None:
+        classes = self.runs[self.selected].classes if self.selected in self.runs else ()
+        self.app.push_screen(ImageScreen(event.samples, event.order, event.position, classes))
+
+    @on(SampleGrid.EpochStep)
+    def _epoch_step(self, event: SampleGrid.EpochStep) -> None:
+        run = self.selected
+        epochs = self.sample_epochs.get(run or "", [])
+        if run is None or not epochs:
+            return
+        current = self.chosen_epoch.get(run, epochs[-1])
+        pos = epochs.index(current) if current in epochs else len(epochs) - 1
+        pos = max(0, min(len(epochs) - 1, pos + event.delta))
+        if pos == len(epochs) - 1:
+            self.chosen_epoch.pop(run, None)  # back to following the newest evaluation
+        else:
+            self.chosen_epoch[run] = epochs[pos]
+        self._request_samples()
+
+    # -- selection and redraws -------------------------------------------------------------
+
+    def _select(self, name: str | None) -> None:
+        if name == self.selected:
+            return
+        self.selected = name
+        self._loaded_samples = None
+        self._set_watched()
+        self._redraw_curves()
+        self._redraw_evaluation()
+        grid = self.query_one(SampleGrid)
+        if name is None:
+            grid.set_samples(None, (), message="no run selected")
+            return
+        grid.set_samples(None, (), message="loading samples…")
+        self._request_samples()
+        self._load_details(name)
+
+    def _shown_runs(self) -> list[str]:
+        """The selected run, plus the marked ones in compare mode (in table order)."""
+        if self.selected is None:
+            return []
+        if not self.compare:
+            return [self.selected]
+        table = self.query_one(RunTable)
+        marked = [n for n in table.visible_names if n in table.marked or n == self.selected]
+        return marked or [self.selected]
+
+    def _redraw_curves(self) -> None:
+        runs = self._shown_runs()
+        note = self.curve_notes.get(runs[0]) if len(runs) == 1 else None
+        self.query_one(CurvesPanel).show(runs, self.curves, x_axis=self.x_axis,
+                                         smoothing=self.smoothing, note=note)
+
+    def _redraw_evaluation(self) -> None:
+        run = self.selected
+        curves = self.curves.get(run) if run else None
+        evaluation = latest_evaluation(curves.last_eval if curves else None,
+                                       self.summaries.get(run) if run else None)
+        classes = self.runs[run].classes if run in self.runs else ()
+        title = self.query_one("#eval-title", Static)
+        if evaluation is None:
+            title.update("no evaluation yet")
+            self.query_one(ClassBars).show(classes, [])
+            self.query_one(ConfusionGrid).show(classes, [])
+            return
+        top1 = f" · top-1 {evaluation.top1 * 100:.2f}%" if evaluation.top1 is not None else ""
+        title.update(f"{run} · evaluation after epoch {evaluation.epoch} "
+                     f"(from {evaluation.source}){top1}")
+        self.query_one(ClassBars).show(classes, evaluation.per_class)
+        self.query_one(ConfusionGrid).show(classes, evaluation.confusion)
+
+    def _request_samples(self) -> None:
+        run = self.selected
+        epochs = self.sample_epochs.get(run or "")
+        if run is None or epochs is None:
+            return
+        grid = self.query_one(SampleGrid)
+        if not epochs:
+            grid.set_samples(None, (), message="no samples yet (written after each evaluation)")
+            return
+        epoch = self.chosen_epoch.get(run, epochs[-1])
+        if self._loaded_samples != (run, epoch):
+            self._loaded_samples = (run, epoch)
+            self._load_samples(run, epoch)
+
+    def _show_sort(self) -> None:
+        table = self.query_one(RunTable)
+        arrow = "▼" if table.sort_reverse else "▲"
+        self.query_one("#sort-label", Static).update(
+            f"sort: {COLUMNS[table.sort_column][0]} {arrow}  (o / O)")
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_focus_runs(self) -> None:
+        self.query_one(RunTable).focus()
+
+    def action_sort(self) -> None:
+        self.query_one(RunTable).cycle_sort()
+        self._show_sort()
+
+    def action_reverse_sort(self) -> None:
+        self.query_one(RunTable).reverse_sort()
+        self._show_sort()
+
+    def action_compare(self) -> None:
+        self.compare = not self.compare
+        if self.compare and not self.query_one(RunTable).marked:
+            self.notify("mark runs with space to overlay them", title="compare")
+        self._set_watched()
+        self._redraw_curves()
+
+    def action_x_axis(self) -> None:
+        self.x_axis = "step" if self.x_axis == "epoch" else "epoch"
+        self._redraw_curves()
+
+    def action_smoothing(self, delta: int) -> None:
+        i = SMOOTHING_STEPS.index(self.smoothing) if self.smoothing in SMOOTHING_STEPS else 0
+        self.smoothing = SMOOTHING_STEPS[max(0, min(len(SMOOTHING_STEPS) - 1, i + delta))]
+        self._redraw_curves()
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+        if tab == "samples":
+            self.query_one(SampleGrid).focus()

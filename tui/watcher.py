@@ -1,0 +1,80 @@
+"""The polling logic behind the dashboard's worker thread, kept free of widgets so tests can call it.
+
+Each `poll()` re-reads the run list (cheap: cached by mtime) and tails the metrics of the runs
+being watched (the selected one plus any being compared).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+from textual.message import Message
+
+from tui.messages import MetricsUpdated, ReadProblem, RunsScanned, SampleEpochsListed
+from tui.metrics import MetricsLog, MetricsTail
+from tui.runs import RunScanner
+from tui.samples import sample_epochs
+
+
+class RunWatcher:
+    """Turns the state of a runs directory into messages; call `poll` from one thread only."""
+
+    def __init__(self, runs_dir: str | os.PathLike, clock: Callable[[], float]) -> None:
+        self.runs_dir = Path(runs_dir)
+        self.clock = clock
+        self.scanner = RunScanner(runs_dir)
+        self._tails: dict[str, tuple[MetricsTail, MetricsLog]] = {}
+        self._posted: set[str] = set()  # runs whose current curves the UI already has
+        self._epochs: dict[str, list[int]] = {}
+        self._problems_seen: set[str] = set()
+
+    def poll(self, watched: Sequence[str]) -> list[Message]:
+        """One round: the run list, then metrics and sample epochs for `watched` runs."""
+        out: list[Message] = []
+        scan = self.scanner.scan(self.clock())
+        out.append(RunsScanned(scan.runs))
+        for problem in scan.problems:
+            out.extend(self._problem(problem))
+        for name in watched:
+            out.extend(self._follow(name))
+        if watched:
+            epochs = sample_epochs(self.runs_dir / watched[0])
+            if self._epochs.get(watched[0]) != epochs:
+                self._epochs[watched[0]] = epochs
+                out.append(SampleEpochsListed(watched[0], epochs))
+        return out
+
+    def forget_epochs(self, name: str) -> None:
+        """Make the next poll re-announce `name`'s sample epochs (after a re-selection)."""
+        self._epochs.pop(name, None)
+
+    def _follow(self, name: str) -> list[Message]:
+        if name not in self._tails:
+            self._tails[name] = (MetricsTail(self.runs_dir / name / "metrics.jsonl"), MetricsLog())
+        tail, log = self._tails[name]
+        result = tail.read()
+        out: list[Message] = []
+        if result.missing:
+            if name not in self._posted:
+                self._posted.add(name)
+                out.append(MetricsUpdated(name, None, f"{name}: no metrics.jsonl yet"))
+            return out
+        if result.reset:
+            log = MetricsLog()
+            self._tails[name] = (tail, log)
+        for bad in result.bad_lines:
+            out.extend(self._problem(f"{name}/metrics.jsonl {bad}: skipped"))
+        if result.records or result.reset or name not in self._posted:
+            log.add(result.records)
+            self._posted.add(name)
+            out.append(MetricsUpdated(name, log.curves()))
+        return out
+
+    def _problem(self, text: str) -> list[Message]:
+        # Each distinct problem is reported once, not on every poll.
+        if text in self._problems_seen:
+            return []
+        self._problems_seen.add(text)
+        return [ReadProblem(text)]
