@@ -90,6 +90,16 @@ class RunDir:
         self._metrics.write(json.dumps(line) + "\n")
         self._metrics.flush()
 
+    def metrics_bytes(self) -> int:
+        """Size of metrics.jsonl now; a checkpoint records it so a resume can cut back to it."""
+        self._metrics.flush()
+        return self._metrics.tell()
+
+    def truncate_metrics(self, size: int) -> None:
+        """Drop lines written after the checkpoint being resumed (no duplicates on replay)."""
+        self._metrics.flush()
+        os.truncate(self.path / "metrics.jsonl", size)
+
     def write_samples(
         self,
         epoch: int,
@@ -149,6 +159,10 @@ class NullRunDir:
     def write_spec(self, spec: dict[str, Any]) -> None: ...
     def write_status(self, **changes: Any) -> None: ...
     def log(self, kind: str, *, epoch: float, step: int, values: dict[str, Any]) -> None: ...
+    def metrics_bytes(self) -> int:
+        return 0
+
+    def truncate_metrics(self, size: int) -> None: ...
     def write_samples(self, epoch: int, **arrays: Any) -> None: ...
     def write_summary(self, summary: dict[str, Any]) -> None: ...
     def finish(self, state: str = "finished", error: str | None = None) -> None: ...

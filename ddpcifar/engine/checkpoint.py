@@ -1,0 +1,108 @@
+"""Checkpoints: written atomically with a SHA-256 beside each, loaded only with weights_only=True.
+
+`torch.load` happily loads a file with a flipped byte, so every checkpoint has a `.sha256`
+sidecar that is checked before loading. `last.pt` is rotated to `prev.pt` before a new one is
+written, so a kill at any moment leaves at least one complete, verifiable checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddpcifar.atomic import atomic_open, write_bytes
+from ddpcifar.errors import UserError
+
+CHECKPOINT_KIND = "ddpcifar-checkpoint"
+CHECKPOINT_FORMAT = 1
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> str:
+    """Serialise `payload` and write it with its sidecar; returns the hex digest."""
+    path = Path(path)
+    buf = io.BytesIO()
+    torch.save({"kind": CHECKPOINT_KIND, "format": CHECKPOINT_FORMAT, **payload}, buf)
+    data = buf.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    # Order matters for crash safety: the sidecar names the new digest before the data lands,
+    # so a kill in between leaves a mismatch (refused, fall back) rather than a silent mix.
+    write_bytes(_sidecar(path), f"{digest}  {path.name}\n".encode())
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
+    return digest
+
+
+def rotate_and_save(directory: Path, name: str, payload: dict[str, Any]) -> Path:
+    """Save `name`.pt, first moving the current one (and its sidecar) to prev.pt."""
+    path = directory / f"{name}.pt"
+    if path.exists() and _sidecar(path).exists():
+        prev = directory / "prev.pt"
+        os.replace(_sidecar(path), _sidecar(prev))
+        os.replace(path, prev)
+    save_checkpoint(path, payload)
+    return path
+
+
+def verify_checkpoint(path: str | os.PathLike) -> bytes:
+    """Return the file's bytes if its SHA-256 matches the sidecar; UserError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    data = path.read_bytes()
+    sidecar = _sidecar(path)
+    if not sidecar.is_file():
+        raise UserError(f"checkpoint {path} has no {sidecar.name}; refusing to load an "
+                        "unverifiable checkpoint")
+    expected = sidecar.read_text(errors="replace").split()[:1]
+    actual = hashlib.sha256(data).hexdigest()
+    if expected != [actual]:
+        raise UserError(f"checkpoint {path} is corrupt or incomplete: sha256 {actual[:12]}... "
+                        f"does not match {sidecar.name}")
+    return data
+
+
+def load_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> dict[str, Any]:
+    """Load a ddpcifar checkpoint safely (weights_only=True: no code can run)."""
+    path = Path(path)
+    data = verify_checkpoint(path) if verify else _read(path)
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for foreign or damaged files
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot load checkpoint {path}: {reason}") from None
+    if not isinstance(obj, dict) or obj.get("kind") != CHECKPOINT_KIND:
+        raise UserError(f"{path} is not a ddpcifar checkpoint")
+    if obj.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"checkpoint {path} has format {obj.get('format')!r}; this version reads "
+                        f"format {CHECKPOINT_FORMAT}")
+    return obj
+
+
+def _read(path: Path) -> bytes:
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    return path.read_bytes()
+
+
+def load_latest(directory: Path) -> tuple[dict[str, Any], Path]:
+    """The newest verifiable training checkpoint: last.pt, else prev.pt; never silently none."""
+    errors = []
+    for name in ("last.pt", "prev.pt"):
+        path = directory / name
+        if not path.exists():
+            continue
+        try:
+            return load_checkpoint(path), path
+        except UserError as err:
+            errors.append(str(err))
+    detail = "; ".join(errors) if errors else "no last.pt or prev.pt"
+    raise UserError(f"cannot resume from {directory}: {detail}")

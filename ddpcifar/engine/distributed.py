@@ -1,0 +1,119 @@
+"""Distributed set-up in one place: read torchrun's environment once, open and close the group.
+
+`python -m ddpcifar.train` without torchrun is world size 1 and takes the same code path: the
+collectives below are no-ops then, so the trainer never branches on "am I distributed".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Who this process is. `rank` is global; `local_rank` only picks the GPU on this node."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+    backend: str
+    restart_count: int  # torchrun's TORCHELASTIC_RESTART_COUNT: > 0 after an elastic restart
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    try:
+        return default if raw is None or raw == "" else int(raw)
+    except ValueError:
+        from ddpcifar.errors import UserError
+        raise UserError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+def read_env(device: str = "auto") -> DistEnv:
+    """Read RANK/LOCAL_RANK/WORLD_SIZE as torchrun sets them (absent: a single process)."""
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    world_size = _env_int("WORLD_SIZE", 1)
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda:
+        # The local rank picks the GPU; the global rank never does (it exceeds the GPU count
+        # on every node but the first).
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    return DistEnv(
+        rank=rank,
+        local_rank=local_rank,
+        world_size=world_size,
+        device=dev,
+        backend="nccl" if use_cuda else "gloo",
+        restart_count=_env_int("TORCHELASTIC_RESTART_COUNT", 0),
+    )
+
+
+@contextmanager
+def process_group(env: DistEnv, timeout_s: float = 600.0) -> Iterator[None]:
+    """Initialise the process group for a multi-rank run and always destroy it, even on error.
+
+    `timeout_s` bounds every collective: a rank that stops answering becomes an error on the
+    others instead of a silent hang.
+    """
+    if not env.distributed:
+        yield
+        return
+    kwargs: dict[str, Any] = {"backend": env.backend, "timeout": dt.timedelta(seconds=timeout_s)}
+    if env.device.type == "cuda":
+        kwargs["device_id"] = env.device
+    dist.init_process_group(**kwargs)
+    try:
+        yield
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum `tensor` over ranks in place (no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order (a one-element list in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        out: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank `src`'s `obj` on every rank."""
+    if dist.is_available() and dist.is_initialized():
+        box = [obj]
+        dist.broadcast_object_list(box, src=src)
+        return box[0]
+    return obj
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

@@ -1,0 +1,335 @@
+"""The training loop: `Trainer(spec, env).fit()` trains, evaluates, logs and checkpoints.
+
+Everything rank-dependent is decided in `__init__`: rank 0 gets a real run directory,
+TensorBoard writer and progress bar, the other ranks null ones with the same methods. Collectives
+(metric reductions, sample gathering) therefore run on every rank, never inside a rank guard.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ddpcifar.data.beton import read_split
+from ddpcifar.data.loaders import build_loader
+from ddpcifar.data.meta import load_meta
+from ddpcifar.engine.checkpoint import load_latest, rotate_and_save, save_checkpoint
+from ddpcifar.engine.console import ConsoleProgress, NullProgress
+from ddpcifar.engine.distributed import DistEnv, all_gather_objects, all_reduce_sum, broadcast_object
+from ddpcifar.engine.evaluation import EvalResult, evaluate
+from ddpcifar.engine.optim import build_optimizer, build_scheduler
+from ddpcifar.engine.rundir import NullRunDir, RunDir
+from ddpcifar.engine.tensorboard import NullTensorBoard, TensorBoardSink
+from ddpcifar.models import build_model
+from ddpcifar.models.inspect import count_parameters
+from ddpcifar.spec import RunSpec
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: bf16 on CPU, fp16 (with a gradient scaler) on CUDA, or none."""
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        return torch.float16
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def wrap_model(model: nn.Module, env: DistEnv, *, compile: bool) -> nn.Module:
+    """Apply DDP and torch.compile around a pure model; checkpoints keep using `model`."""
+    net: nn.Module = model
+    if env.distributed:
+        net = DistributedDataParallel(
+            net, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    if compile:
+        net = torch.compile(net)
+    return net
+
+
+@dataclass
+class _Window:
+    """Running training sums between two log lines, kept on the device to avoid syncs."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor
+    count: torch.Tensor
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> "_Window":
+        z = lambda: torch.zeros((), dtype=torch.float64, device=device)  # noqa: E731
+        return cls(z(), z(), z())
+
+
+class Trainer:
+    def __init__(self, spec: RunSpec, env: DistEnv, *, resume: bool = False) -> None:
+        self.spec, self.env = spec, env
+        self.meta = load_meta(spec.data.dir, verify_sha256=True)
+        self.classes = list(self.meta.classes)
+        if spec.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        # The same seed on every rank gives identical initial weights (DDP broadcasts rank 0's
+        # anyway); data order and augmentation use their own generators, not this one.
+        torch.manual_seed(spec.train.seed)
+        self.model = build_model(spec.model.name, num_classes=len(self.classes))
+        memory_format = torch.channels_last if spec.model.channels_last else torch.contiguous_format
+        self.model.to(env.device, memory_format=memory_format)
+        self.net = wrap_model(self.model, env, compile=spec.model.compile)
+        self.amp_dtype = resolve_amp(spec.train.amp, env.device)
+        self.scaler = torch.amp.GradScaler(env.device.type,
+                                           enabled=self.amp_dtype is torch.float16)
+
+        # Derived numbers, computed once (and checked by the spec's cross-field validation).
+        self.rank_batch = spec.train.global_batch_size // env.world_size
+        common = dict(rank=env.rank, world_size=env.world_size, seed=spec.train.seed,
+                      device=env.device, mean=self.meta.mean, std=self.meta.std)
+        self.train_loader = build_loader(spec.data, spec.augment, split="train",
+                                         batch_size=self.rank_batch, train=True, **common)
+        self.test_loader = build_loader(spec.data, spec.augment, split="test",
+                                        batch_size=spec.eval.batch_size // env.world_size,
+                                        train=False, **common)
+        self.steps_per_epoch = len(self.train_loader)  # > 0: build_loader refuses a tiny split
+        self.optimizer = build_optimizer(self.model, spec.optimizer)
+        self.scheduler = build_scheduler(self.optimizer, spec.schedule,
+                                         steps_per_epoch=self.steps_per_epoch,
+                                         epochs=spec.train.epochs)
+        self.parameters = count_parameters(self.model)
+
+        run_args = dict(name=spec.logging.run_name, model=spec.model.name, engine="torch",
+                        epochs=spec.train.epochs, world_size=env.world_size, classes=self.classes)
+        self.run = (RunDir(spec.run_dir, resume=resume, **run_args) if env.is_main
+                    else NullRunDir(spec.run_dir))
+        self.tb = (TensorBoardSink(spec.run_dir / "tb")
+                   if env.is_main and spec.logging.tensorboard else NullTensorBoard())
+        self.console = (ConsoleProgress(epochs=spec.train.epochs, steps_per_epoch=self.steps_per_epoch)
+                        if env.is_main and spec.logging.progress else NullProgress())
+
+        self.epoch = 0  # epochs completed
+        self.step = 0
+        self.best: dict[str, Any] | None = None
+        self.epoch_rates: list[float] = []
+        self._test_images: np.ndarray | None = None
+        if resume:
+            self._resume()
+        else:
+            self.run.write_spec(spec.resolved())
+        self.console.message(
+            f"[bold]{spec.logging.run_name}[/]: {spec.model.name} ({self.parameters:,} parameters), "
+            f"world size {env.world_size} on {env.device} ({env.backend}), global batch "
+            f"{spec.train.global_batch_size} = {env.world_size} x {self.rank_batch}, "
+            f"{self.steps_per_epoch} steps/epoch, amp {self.amp_dtype}, loader {spec.data.loader}")
+
+    # ---------------------------------------------------------------- training
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the last epoch; mark the run failed (and re-raise) on any error."""
+        try:
+            t_start = time.perf_counter()
+            last: EvalResult | None = None
+            for epoch in range(self.epoch, self.spec.train.epochs):
+                train_loss, train_top1 = self._train_epoch(epoch)
+                self.epoch = epoch + 1
+                final = self.epoch == self.spec.train.epochs
+                if final or self.epoch % self.spec.eval.every == 0:
+                    last = self._evaluate(train_loss, train_top1)
+                if final or self.epoch % self.spec.checkpoint.every_epochs == 0:
+                    rotate_and_save(self.run.path / "checkpoints", "last", self._gather_state())
+            if last is None:  # resumed after the final epoch: evaluate what we have
+                last = self._evaluate(float("nan"), float("nan"))
+            summary = self._summary(last, time.perf_counter() - t_start)
+            self.run.write_summary(summary)
+            self.tb.hparams(self._hparams(), {"best_top1": self.best["top1"] if self.best else 0.0,
+                                              "final_top1": last.top1})
+            self.run.finish("finished")
+            return summary
+        except BaseException as err:
+            self.run.finish("failed", error=f"{type(err).__name__}: {err}".splitlines()[0][:300])
+            raise
+        finally:
+            self.console.close()
+            self.tb.close()
+
+    def _train_epoch(self, epoch: int) -> tuple[float, float]:
+        spec = self.spec
+        self.net.train()
+        self.train_loader.set_epoch(epoch)
+        self.console.start_epoch(epoch + 1, self.steps_per_epoch)
+        window, total = _Window.zeros(self.env.device), _Window.zeros(self.env.device)
+        t0 = t_window = time.perf_counter()
+        for i, batch in enumerate(self.train_loader):
+            loss, correct = self._step(batch.images, batch.labels)
+            for acc in (window, total):
+                acc.loss += loss.detach().double() * batch.labels.numel()
+                acc.correct += correct
+                acc.count += batch.labels.numel()
+            last_in_epoch = i + 1 == self.steps_per_epoch
+            if (self.step % spec.train.log_every == 0) or last_in_epoch:
+                # A reduction across ranks and a CPU-GPU sync point: only every log_every steps.
+                sums = all_reduce_sum(torch.stack([window.loss, window.correct, window.count]))
+                now = time.perf_counter()
+                n = float(sums[2])
+                values = {"loss": float(sums[0]) / n, "top1": float(sums[1]) / n,
+                          "lr": self.optimizer.param_groups[0]["lr"],
+                          "images_per_s": n / max(now - t_window, 1e-9)}
+                self.run.log("train", epoch=round(epoch + (i + 1) / self.steps_per_epoch, 4),
+                             step=self.step, values=values)
+                self.tb.scalars("train", values, self.step)
+                self.console.advance(0, loss=values["loss"], acc=values["top1"],
+                                     ips=values["images_per_s"])
+                window, t_window = _Window.zeros(self.env.device), now
+            self.console.advance(1)
+        elapsed = time.perf_counter() - t0
+        sums = all_reduce_sum(torch.stack([total.loss, total.correct, total.count]))
+        self.epoch_rates.append(float(sums[2]) / max(elapsed, 1e-9))
+        return float(sums[0] / sums[2]), float(sums[1] / sums[2])
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        spec = self.spec.train
+        with torch.autocast(self.env.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            logits = self.net(images)
+        # The loss in float32: cross-entropy of bf16 logits loses precision. vgg8bn returns
+        # log-probabilities; log_softmax is idempotent, so cross_entropy is still correct.
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=spec.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if spec.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), spec.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        return loss, (logits.argmax(1) == labels).sum().double()
+
+    # ---------------------------------------------------------------- evaluation
+
+    def _evaluate(self, train_loss: float, train_top1: float) -> EvalResult:
+        result = evaluate(self.net, self.test_loader, num_classes=len(self.classes),
+                          amp_dtype=self.amp_dtype, device=self.env.device)
+        metrics = result.metrics()
+        values = {**metrics, "train_loss": train_loss, "train_top1": train_top1}
+        self.run.log("eval", epoch=self.epoch, step=self.step, values=values)
+        self.tb.scalars("eval", {k: v for k, v in metrics.items() if k != "count"}, self.step)
+        improved = self.best is None or result.loss < self.best["loss"]
+        if improved:
+            self.best = {"epoch": self.epoch, **metrics, "checkpoint": "checkpoints/best.pt"}
+        if self.run.is_writer:
+            self._write_samples(result)
+        if improved and self.spec.checkpoint.save_best:
+            state = self._gather_state()  # collective: every rank takes part
+            if self.run.is_writer:
+                save_checkpoint(self.run.path / "checkpoints" / "best.pt", state)
+        rate = self.epoch_rates[-1] if self.epoch_rates else None
+        self.run.write_status(epoch=self.epoch, best_top1=self.best["top1"], last_top1=result.top1,
+                              images_per_s=rate)
+        self.console.message(
+            f"epoch {self.epoch}/{self.spec.train.epochs}: test loss {result.loss:.4f}  "
+            f"top1 {result.top1:.2%}  top5 {result.top5:.2%}  (train loss {train_loss:.4f}, "
+            f"{rate or 0:,.0f} img/s)")
+        return result
+
+    def _write_samples(self, result: EvalResult) -> None:
+        rows = result.misclassified[: self.spec.eval.max_samples]
+        if self._test_images is None:
+            self._test_images, _ = read_split(self.spec.data.dir, "test")
+        index = np.array([r[0] for r in rows], dtype=np.int64)
+        images = self._test_images[index] if len(rows) else np.zeros((0, 32, 32, 3), np.uint8)
+        self.run.write_samples(self.epoch, images=images,
+                               true=np.array([r[1] for r in rows], dtype=np.int64),
+                               pred=np.array([r[2] for r in rows], dtype=np.int64),
+                               confidence=np.array([r[3] for r in rows], dtype=np.float32),
+                               index=index)
+        self.tb.misclassified(images[:50], self.step)
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def _gather_state(self) -> dict[str, Any]:
+        """The full training state; every rank contributes its RNG state (a collective)."""
+        rng = all_gather_objects(_rng_state(self.env.device))
+        return {
+            "model": self.spec.model.name,
+            "num_classes": len(self.classes),
+            "classes": self.classes,
+            "normalization": {"mean": list(self.meta.mean), "std": list(self.meta.std)},
+            "amp": self.spec.train.amp,
+            "channels_last": self.spec.model.channels_last,
+            "spec": self.spec.resolved(),
+            "world_size": self.env.world_size,
+            "epoch": self.epoch,
+            "step": self.step,
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best": self.best,
+            "epoch_rates": self.epoch_rates,
+            "rng": rng,
+            "metrics_bytes": self.run.metrics_bytes() if self.run.is_writer else 0,
+        }
+
+    def _resume(self) -> None:
+        """Restore everything that determines the trajectory from rank 0's latest checkpoint."""
+        state = None
+        if self.env.is_main:
+            state, path = load_latest(self.run.path / "checkpoints")
+            self.console.message(f"resuming from {path} (epoch {state['epoch']}, step {state['step']})")
+        state = broadcast_object(state)
+        from ddpcifar.errors import UserError
+        if state["model"] != self.spec.model.name:
+            raise UserError(f"cannot resume: checkpoint is model {state['model']!r}, spec says "
+                            f"{self.spec.model.name!r}")
+        if state["world_size"] != self.env.world_size:
+            raise UserError(f"cannot resume: checkpoint was written with world size "
+                            f"{state['world_size']}, this launch has {self.env.world_size}")
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
+        self.epoch_rates = list(state["epoch_rates"])
+        _set_rng_state(state["rng"][self.env.rank], self.env.device)
+        self.run.truncate_metrics(state["metrics_bytes"])
+
+    # ---------------------------------------------------------------- reporting
+
+    def _summary(self, last: EvalResult, wall: float) -> dict[str, Any]:
+        rates = self.epoch_rates[1:] or self.epoch_rates  # the first epoch includes warm-up
+        return {
+            "wall_time_s": round(self.run.elapsed(), 3),
+            "train_time_s": round(wall, 3),
+            "images_per_s": float(np.mean(rates)) if rates else None,
+            "parameters": self.parameters,
+            "steps": self.step,
+            "best": self.best,
+            "final": {"epoch": self.epoch, **last.metrics()},
+        }
+
+    def _hparams(self) -> dict[str, Any]:
+        s = self.spec
+        return {"model": s.model.name, "epochs": s.train.epochs,
+                "global_batch_size": s.train.global_batch_size, "optimizer": s.optimizer.name,
+                "lr": s.optimizer.lr, "weight_decay": s.optimizer.weight_decay,
+                "schedule": s.schedule.name, "augment": s.augment.kind, "amp": s.train.amp,
+                "world_size": self.env.world_size, "seed": s.train.seed}
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+

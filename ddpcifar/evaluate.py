@@ -1,0 +1,108 @@
+"""Evaluate a checkpoint on a prepared dataset.
+
+    python -m ddpcifar.evaluate runs/era_s9/checkpoints/best.pt --data data/cifar10 [--json]
+
+The checkpoint carries the model name, class names and input normalisation, so nothing else is
+needed. The JSON keys (`top1`, `top3`, `top5`, `loss`, `per_class`, `confusion`) are the ones
+`summary.json` uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from ddpcifar.errors import UserError, cli_main
+
+
+def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, batch_size: int = 1000,
+                        loader: str = "memory", device: str = "auto",
+                        amp: str | None = None) -> dict[str, Any]:
+    """Metrics of `checkpoint` on `data_dir`'s test split, in one process."""
+    import torch
+
+    from ddpcifar.data.config import AugmentConfig, DataConfig
+    from ddpcifar.data.loaders import build_loader
+    from ddpcifar.data.meta import load_meta
+    from ddpcifar.engine.checkpoint import load_checkpoint
+    from ddpcifar.engine.evaluation import evaluate
+    from ddpcifar.engine.trainer import resolve_amp
+    from ddpcifar.models import build_model
+
+    state = load_checkpoint(checkpoint)
+    meta = load_meta(data_dir, verify_sha256=True)
+    if list(meta.classes) != list(state["classes"]):
+        raise UserError(f"{data_dir} has classes {list(meta.classes)}, but checkpoint "
+                        f"{checkpoint} was trained on {state['classes']}")
+    dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available())
+                       else "cpu")
+    model = build_model(state["model"], num_classes=state["num_classes"])
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError:
+        raise UserError(f"checkpoint {checkpoint} does not fit model {state['model']!r} "
+                        "(mismatched weights)") from None
+    memory_format = torch.channels_last if state.get("channels_last", True) else torch.contiguous_format
+    model.to(dev, memory_format=memory_format)
+    norm = state["normalization"]
+    test = build_loader(DataConfig(dir=data_dir, loader=loader), AugmentConfig(kind="none"),
+                        split="test", batch_size=batch_size, train=False, rank=0, world_size=1,
+                        seed=0, device=dev, mean=norm["mean"], std=norm["std"])
+    result = evaluate(model, test, num_classes=state["num_classes"],
+                      amp_dtype=resolve_amp(amp or state["amp"], dev), device=dev)
+    out = result.metrics()
+    out.update(model=state["model"], epoch=state["epoch"], classes=state["classes"],
+               checkpoint=str(checkpoint), data=str(data_dir))
+    return out
+
+
+def _print_table(m: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{m['model']}[/] epoch {m['epoch']} on {m['data']} ({m['count']} images): "
+                  f"loss {m['loss']:.4f}  top1 {m['top1']:.2%}  top3 {m['top3']:.2%}  "
+                  f"top5 {m['top5']:.2%}")
+    table = Table("class", "accuracy", "most confused with")
+    for i, (name, acc) in enumerate(zip(m["classes"], m["per_class"])):
+        row = list(m["confusion"][i])
+        row[i] = -1
+        other = max(range(len(row)), key=row.__getitem__)
+        table.add_row(name, f"{acc:.1%}", f"{m['classes'][other]} ({row[other]})")
+    console.print(table)
+
+
+@cli_main
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ddpcifar.evaluate",
+                                     description="Evaluate a ddpcifar checkpoint on a prepared "
+                                                 "dataset's test split.")
+    parser.add_argument("checkpoint", type=Path, help="a .pt written by ddpcifar.train")
+    parser.add_argument("--data", type=Path, required=True,
+                        help="prepared data directory (data_prep.py --out)")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--loader", choices=("memory", "ffcv"), default="memory")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
+                        help="autocast dtype (default: the one the run trained with)")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, batch_size=args.batch_size,
+                                  loader=args.loader, device=args.device, amp=args.amp)
+    if args.json:
+        keys = ("top1", "top3", "top5", "loss", "per_class", "confusion", "count", "model",
+                "epoch", "classes")
+        print(json.dumps({k: metrics[k] for k in keys}, indent=2))
+    else:
+        _print_table(metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

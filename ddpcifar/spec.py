@@ -1,0 +1,298 @@
+"""The run spec: one pydantic section per component, validated when the spec is loaded.
+
+A spec is a JSON file (examples in `specs/`). `--set section.key=VALUE` overrides go through the
+same models, so a typo fails at load time with the field's name instead of deep in training.
+
+    python -m ddpcifar.spec schema --out specs/schema.json   # JSON Schema for editor completion
+    python -m ddpcifar.spec check specs/era_s9.json [--set train.epochs=2] [--world-size 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from ddpcifar.data.config import AugmentConfig, DataConfig, check_compatible
+from ddpcifar.errors import UserError, cli_main
+from ddpcifar.models import MODEL_NAMES
+
+SPEC_VERSION = 1
+# The NumPy engine's network is not a torch module, so it is not in the model registry.
+SCRATCH_MODEL = "scratch_cnn"
+
+
+class Section(BaseModel):
+    """Base for every spec section: unknown keys are errors, assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name: str = Field(description="Model variant: one of the registry's names, or 'scratch_cnn' "
+                                  "for the NumPy engine.")
+    channels_last: bool = Field(True, description="Run convolutions in channels_last memory format.")
+    compile: bool = Field(False, description="Wrap the model with torch.compile.")
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        allowed = (*MODEL_NAMES, SCRATCH_MODEL)
+        if name not in allowed:
+            raise ValueError(f"unknown model {name!r}; allowed: {', '.join(allowed)}")
+        return name
+
+    @property
+    def engine(self) -> Literal["torch", "numpy"]:
+        return "numpy" if self.name == SCRATCH_MODEL else "torch"
+
+
+class OptimizerConfig(Section):
+    name: Literal["sgd", "adamw"] = Field("sgd", description="SGD (with momentum) or AdamW.")
+    lr: float = Field(0.1, gt=0, le=10, description="Peak learning rate, reached after warmup.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+    nesterov: bool = Field(True, description="Nesterov momentum (SGD only, needs momentum > 0).")
+    weight_decay: float = Field(5e-4, ge=0, le=1, description="L2 weight decay (decoupled for AdamW).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas, each in [0, 1).")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"each beta must be in [0, 1), got {list(betas)}")
+        return betas
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> "OptimizerConfig":
+        if self.name == "sgd" and self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=true needs momentum > 0 (set optimizer.nesterov=false "
+                             "or optimizer.momentum>0)")
+        return self
+
+
+class ScheduleConfig(Section):
+    name: Literal["onecycle", "triangular", "cosine", "step", "constant"] = Field(
+        "onecycle", description="Learning-rate shape over the run; all are per-step.")
+    warmup_epochs: float = Field(0.0, ge=0, description="Linear warmup from start_factor to the peak.")
+    start_factor: float = Field(0.0, ge=0, le=1, description="Warmup starts at lr * start_factor.")
+    peak_epoch: float = Field(
+        0.3, ge=0, description="onecycle/triangular: where the peak sits; a value < 1 is a "
+                               "fraction of the run, >= 1 an epoch.")
+    final_factor: float = Field(0.0, ge=0, le=1, description="lr at the end = lr * final_factor.")
+    step_epochs: int = Field(10, ge=1, description="step: decay every this many epochs.")
+    gamma: float = Field(0.1, gt=0, le=1, description="step: multiply lr by gamma at each step.")
+
+
+class TrainConfig(Section):
+    epochs: int = Field(description="Number of epochs to train.", ge=1, le=10_000)
+    global_batch_size: int = Field(512, ge=1, le=65_536,
+                                   description="Batch size summed over all ranks; must divide by "
+                                               "the world size.")
+    seed: int = Field(0, ge=0, description="Seeds weights, data order and augmentation.")
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field(
+        "auto", description="Autocast dtype. auto: bf16 on CPU, fp16 with a gradient scaler on CUDA. "
+                            "fp16 needs CUDA.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
+    grad_clip: float | None = Field(None, gt=0, description="Clip the global grad norm to this value.")
+    deterministic: bool = Field(True, description="Deterministic algorithms (CPU runs are then "
+                                                  "repeatable for a seed and world size).")
+    log_every: int = Field(20, ge=1, description="Write a train line to metrics.jsonl every N steps.")
+
+
+class EvalConfig(Section):
+    batch_size: int = Field(1000, ge=1, le=65_536, description="Global evaluation batch size.")
+    every: int = Field(1, ge=1, description="Evaluate every N epochs (and always after the last).")
+    max_samples: int = Field(100, ge=0, le=10_000,
+                             description="Misclassified test images saved per evaluation.")
+
+
+class CheckpointConfig(Section):
+    every_epochs: int = Field(1, ge=1, description="Write checkpoints/last.pt every N epochs.")
+    save_best: bool = Field(True, description="Keep checkpoints/best.pt, lowest test loss so far.")
+
+
+class DistributedConfig(Section):
+    timeout_s: float = Field(300.0, gt=0, le=86_400,
+                             description="Process-group timeout: a rank that stops answering "
+                                         "becomes an error on the others after this long.")
+
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class LoggingConfig(Section):
+    runs_dir: Path = Field(Path("runs"), description="Parent of the run directories.")
+    run_name: str = Field(description="Run directory name: letters, digits, '.', '_', '-'; no "
+                                      "path separators, no '..'.")
+    tensorboard: bool = Field(True, description="Write TensorBoard event files under tb/.")
+    progress: bool = Field(True, description="Rich progress bar on rank 0.")
+
+    @field_validator("run_name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not _RUN_NAME.match(name) or ".." in name:
+            raise ValueError(f"run name {name!r} must be 1-128 of letters, digits, '.', '_', '-', "
+                             "start with a letter or digit, and contain no '..' or path separator")
+        return name
+
+
+class RunSpec(Section):
+    """A whole run. `context={"world_size": W}` enables the checks that depend on the launch."""
+
+    schema_ref: str | None = Field(None, alias="$schema", description="Editor hint; ignored.")
+    version: Literal[1] = Field(SPEC_VERSION, description="Spec format version.")
+    data: DataConfig
+    model: ModelConfig
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig
+    eval: EvalConfig = EvalConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    logging: LoggingConfig
+    distributed: DistributedConfig = DistributedConfig()
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _launch_checks(self, info: ValidationInfo) -> "RunSpec":
+        world = (info.context or {}).get("world_size", 1)
+        check_compatible(self.data, self.augment)
+        for key, batch in (("train.global_batch_size", self.train.global_batch_size),
+                           ("eval.batch_size", self.eval.batch_size)):
+            if batch % world:
+                raise ValueError(f"{key}={batch} is not divisible by the world size {world} "
+                                 f"(allowed: a multiple of {world})")
+        if self.train.amp == "fp16" and not (info.context or {}).get("cuda", False):
+            raise ValueError("train.amp='fp16' needs CUDA; on CPU use 'bf16', 'auto' or 'off'")
+        if self.model.engine == "numpy" and world > 1:
+            raise ValueError(f"model {SCRATCH_MODEL!r} runs on the NumPy engine in one process; "
+                             f"launch it without torchrun (world size is {world})")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.logging.runs_dir / self.logging.run_name
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec as plain JSON data, as saved in the run directory and in checkpoints."""
+        return self.model_dump(mode="json", exclude={"schema_ref"})
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `section.key=VALUE`; VALUE is JSON when it parses as JSON, else a plain string."""
+    path, sep, raw = text.partition("=")
+    keys = path.strip().split(".")
+    if not sep or not all(keys) or len(keys) < 2:
+        raise UserError(f"bad --set {text!r}: expected section.key=VALUE, e.g. train.epochs=2")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return keys, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of `data` with each `section.key=VALUE` applied (validated later)."""
+    data = json.loads(json.dumps(data))
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise UserError(f"bad --set {text!r}: {key!r} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem, each naming the field, the bad value and what is allowed."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(spec)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            parts.append(f"{loc}: unknown key")
+        elif e["type"] == "missing":
+            parts.append(f"{loc}: required field is missing")
+        elif loc == "(spec)":
+            parts.append(msg)
+        else:
+            parts.append(f"{loc}={json.dumps(e.get('input'), default=str)}: {msg}")
+    return f"invalid spec {source}: " + "; ".join(parts)
+
+
+def load_spec(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    world_size: int = 1,
+    cuda: bool = False,
+) -> RunSpec:
+    """Read, override and validate a spec file; any problem is one UserError line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"spec file not found: {path}") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read spec {path}: {err.__class__.__name__}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"spec {path} is not valid JSON: {err.msg} at line {err.lineno} "
+                        f"column {err.colno}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"spec {path} must be a JSON object, got {type(data).__name__}")
+    data = apply_overrides(data, overrides)
+    try:
+        return RunSpec.model_validate(data, context={"world_size": world_size, "cuda": cuda})
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, str(path))) from None
+
+
+def json_schema() -> dict[str, Any]:
+    schema = RunSpec.model_json_schema(by_alias=True)
+    schema["$id"] = "https://ddpcifar.local/spec.schema.json"
+    schema["title"] = "ddpcifar run spec"
+    return schema
+
+
+@cli_main
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ddpcifar.spec",
+                                     description="Export the run-spec JSON Schema, or check a spec.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_schema = sub.add_parser("schema", help="print or write the JSON Schema")
+    p_schema.add_argument("--out", type=Path, help="write here instead of stdout")
+    p_check = sub.add_parser("check", help="validate a spec and print it resolved")
+    p_check.add_argument("spec", type=Path)
+    p_check.add_argument("--set", dest="overrides", action="append", default=[],
+                         metavar="SECTION.KEY=VALUE", help="override a field (repeatable)")
+    p_check.add_argument("--world-size", type=int, default=1, help="check for this many ranks")
+    args = parser.parse_args(argv)
+
+    if args.command == "schema":
+        text = json.dumps(json_schema(), indent=2) + "\n"
+        if args.out:
+            from ddpcifar.atomic import atomic_open
+            with atomic_open(args.out, "w") as fh:
+                fh.write(text)
+        else:
+            sys.stdout.write(text)
+        return 0
+    spec = load_spec(args.spec, args.overrides, world_size=args.world_size)
+    print(json.dumps(spec.resolved(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
