@@ -36,8 +36,10 @@ class ConvGroup(nn.Module):
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.norm2 = nn.BatchNorm2d(c_out)
         self.act = nn.GELU()
-        # Start each conv with an identity (Dirac) part on its first c_in filters, so that at
-        # initialisation the block passes its input through on top of the random features.
+        # Airbench's init: the first c_in filters start as an identity (Dirac) map and the rest
+        # stay random, so at step 0 each conv passes its input through (plus new random
+        # features when it widens). A square conv therefore starts as the identity; its filters
+        # still differ from each other, so there is no symmetry for training to break.
         for conv in (self.conv1, self.conv2):
             n_in = conv.in_channels
             with torch.no_grad():
