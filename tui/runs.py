@@ -173,9 +173,24 @@ def read_json_text(path: Path) -> tuple[str | None, str | None]:
     except OSError as err:
         return None, f"{path.name}: {_short(err)}"
     try:
-        return json.dumps(json.loads(raw), indent=2), None
+        return compact_json(json.loads(raw)), None
     except ValueError as err:
         return raw.decode("utf-8", "replace"), f"{path.name}: not valid JSON ({_short(err)})"
+
+
+def compact_json(value: Any, indent: int = 0) -> str:
+    """Pretty JSON, except that lists of plain values stay on one line (class lists, matrices)."""
+    pad, inner = " " * indent, " " * (indent + 2)
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{json.dumps(k)}: {compact_json(v, indent + 2)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) and v for v in value):
+        if all(isinstance(v, list) and not any(isinstance(x, (dict, list)) for x in v)
+               for v in value):  # a matrix: one row per line
+            return "[\n" + ",\n".join(inner + json.dumps(v) for v in value) + f"\n{pad}]"
+        items = [inner + compact_json(v, indent + 2) for v in value]
+        return "[\n" + ",\n".join(items) + f"\n{pad}]"
+    return json.dumps(value)
 
 
 def _short(err: BaseException) -> str:

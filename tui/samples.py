@@ -6,6 +6,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -67,3 +68,10 @@ def load_samples(run_path: Path, epoch: int) -> Samples:
                    pred=arrays["pred"].astype(np.int64),
                    confidence=arrays["confidence"].astype(np.float32),
                    index=arrays["index"].astype(np.int64))
+
+
+def caption(classes: Sequence[str], true: int, pred: int, confidence: float) -> str:
+    """`true → predicted (confidence%)`, with class indices when names are unknown."""
+    def name(i: int) -> str:
+        return classes[i] if 0 <= i < len(classes) else f"class {i}"
+    return f"{name(true)} → {name(pred)} ({confidence * 100:.0f}%)"

@@ -10,9 +10,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from tui.samples import Samples
+from tui.samples import Samples, caption
 from tui.widgets.image_view import ImageView
-from tui.widgets.sample_grid import caption
 
 
 class ImageScreen(ModalScreen[None]):

@@ -29,5 +29,5 @@ class DetailsPanel(Horizontal):
             if body is None:
                 widget.update(Text(absent, style="dim"))
             else:
-                widget.update(Syntax(body, "json", theme="monokai", background_color="default",
+                widget.update(Syntax(body, "json", theme="ansi_dark", background_color="default",
                                      word_wrap=True))

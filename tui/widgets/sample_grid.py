@@ -13,18 +13,11 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
-from tui.samples import Samples
+from tui.samples import Samples, caption
 from tui.widgets.halfblock import downscale, image_rows
 
 # (image pixels after scaling, tile width in cells) for the dense and the full-size layout.
 _TILE = {16: 29, 32: 34}
-
-
-def caption(classes: Sequence[str], true: int, pred: int, confidence: float) -> str:
-    """`true → predicted (confidence%)`, with class indices when names are unknown."""
-    def name(i: int) -> str:
-        return classes[i] if 0 <= i < len(classes) else f"class {i}"
-    return f"{name(true)} → {name(pred)} ({confidence * 100:.0f}%)"
 
 
 def _fit(segments: list[Segment], width: int, style: Style) -> Strip:
