@@ -252,7 +252,12 @@ def _progress(enabled: bool):  # -> rich.progress.Progress | None
 
 def train_scratch(cfg: ScratchConfig, rundir: RunWriter, *, progress: bool = True) -> dict:
     """Train the scratch CNN on `cfg.data_dir`, write the run directory, return the summary."""
-    return fit(cfg, load_data(cfg), rundir, progress=progress)
+    try:
+        data = load_data(cfg)
+    except BaseException as err:
+        _mark_failed(rundir, err)
+        raise
+    return fit(cfg, data, rundir, progress=progress)
 
 
 def fit(cfg: ScratchConfig, data: ScratchData, rundir: RunWriter, *,
@@ -261,10 +266,16 @@ def fit(cfg: ScratchConfig, data: ScratchData, rundir: RunWriter, *,
     try:
         summary = _fit(cfg, data, rundir, progress)
     except BaseException as err:
-        rundir.finish("failed", error=f"{type(err).__name__}: {err}".splitlines()[0])
+        _mark_failed(rundir, err)
         raise
     rundir.finish("finished")
     return summary
+
+
+def _mark_failed(rundir: RunWriter, err: BaseException) -> None:
+    """status.json says failed, with a one-line reason, before the error propagates."""
+    message = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+    rundir.finish("failed", error=(message.splitlines() or [type(err).__name__])[0])
 
 
 def _fit(cfg: ScratchConfig, data: ScratchData, rundir: RunWriter, progress: bool) -> dict:

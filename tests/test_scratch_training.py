@@ -1,0 +1,195 @@
+"""The NumPy engine's trainer end to end: run directory contract, checkpoint, config checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ddpcifar.data.meta import CIFAR10_CLASSES
+from ddpcifar.engine.rundir import RunDir
+from ddpcifar.errors import UserError
+from ddpcifar.scratch.augment import Normalizer, flip_translate
+from ddpcifar.scratch.network import Sequential
+from ddpcifar.scratch.trainer import (ScratchConfig, fit, make_data, split_train_val,
+                                      train_scratch)
+
+# Small enough to train in a few seconds on 32x32 inputs.
+TINY = [
+    {"type": "conv", "out": 4, "kernel": 3, "stride": 2, "padding": 1},
+    {"type": "relu"},
+    {"type": "maxpool", "size": 4},
+    {"type": "flatten"},
+    {"type": "linear", "out": 10},
+]
+EVAL_KEYS = {"loss", "top1", "top3", "top5", "per_class", "confusion", "count"}
+
+
+def make_rundir(path: Path, epochs: int) -> RunDir:
+    return RunDir(path, name=path.name, model="scratch_cnn", engine="numpy", epochs=epochs,
+                  world_size=1, classes=CIFAR10_CLASSES)
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_scratch_writes_the_documented_run_directory(prepared_data, tmp_path):
+    data_dir, _, test = prepared_data
+    cfg = ScratchConfig(data_dir=str(data_dir), epochs=2, batch_size=50, lr=0.01,
+                        architecture=TINY, val_fraction=0.2, log_every=7, max_samples=5)
+    run = tmp_path / "run"
+    summary = train_scratch(cfg, make_rundir(run, cfg.epochs), progress=False)
+
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["error"] is None
+    assert status["epoch"] == 2 and status["engine"] == "numpy"
+    assert 0 <= status["last_top1"] <= status["best_top1"] <= 1
+    assert status["images_per_s"] > 0
+
+    lines = read_metrics(run)
+    train = [m for m in lines if m["kind"] == "train"]
+    evals = [m for m in lines if m["kind"] == "eval"]
+    steps_per_epoch = 800 // 50  # 1,000 train images minus the 20 % validation part
+    # every 7th step, plus the end of each epoch
+    assert [m["step"] for m in train] == [7, 14, 16, 21, 28, 32]
+    for m in train:
+        assert set(m["values"]) == {"loss", "top1", "lr", "images_per_s"}
+        assert 0 < m["epoch"] <= 2 and m["time"] >= 0
+    assert [m["epoch"] for m in evals] == [1, 2]
+    assert [m["step"] for m in evals] == [steps_per_epoch, 2 * steps_per_epoch]
+    for m in evals:
+        v = m["values"]
+        assert set(v) == EVAL_KEYS | {"train_loss", "train_top1", "val_top1"}
+        assert v["count"] == len(test.labels) == 200
+        assert len(v["per_class"]) == 10
+        assert np.asarray(v["confusion"]).sum() == 200
+        assert np.trace(np.asarray(v["confusion"])) == round(v["top1"] * 200)
+        assert v["top1"] <= v["top3"] <= v["top5"] <= 1
+        assert 0 <= v["val_top1"] <= 1
+
+    for epoch in (1, 2):
+        with np.load(run / "samples" / f"epoch_{epoch:04d}.npz", allow_pickle=False) as s:
+            assert s["images"].dtype == np.uint8 and s["images"].shape[1:] == (32, 32, 3)
+            assert 0 < len(s["images"]) <= 5
+            assert s["true"].dtype == np.int64 and s["pred"].dtype == np.int64
+            assert s["confidence"].dtype == np.float32
+            assert (s["true"] != s["pred"]).all()
+            assert (np.diff(s["index"]) > 0).all()  # test-set order
+            np.testing.assert_array_equal(s["images"], test.images[s["index"]])
+            np.testing.assert_array_equal(s["true"], test.labels[s["index"]])
+
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk["final"] == summary["final"]
+    assert set(summary["final"]) == EVAL_KEYS | {"epoch"} and summary["final"]["epoch"] == 2
+    assert set(summary["best"]) == {"epoch", "loss", "top1", "checkpoint"}
+    assert summary["parameters"] == 4 * 27 + 4 + 64 * 10 + 10
+    assert summary["wall_time_s"] > 0 and summary["images_per_s"] > 0
+    assert (run / summary["best"]["checkpoint"]).is_file()
+
+    # The final checkpoint rebuilds the network and reproduces the final test accuracy.
+    net = Sequential.load(run / "checkpoints" / "scratch_final.npz")
+    norm = Normalizer(*mean_std(data_dir), np.float32)
+    pred = net.forward(norm(test.images), train=False).argmax(axis=1)
+    assert (pred == test.labels).mean() == pytest.approx(summary["final"]["top1"])
+
+
+def mean_std(data_dir: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    meta = json.loads((data_dir / "meta.json").read_text())
+    return tuple(meta["mean"]), tuple(meta["std"])
+
+
+def learnable_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noise images whose class is written as a bright 8x8 patch at a class-specific spot."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    images = rng.integers(0, 100, (n, 32, 32, 3)).astype(np.uint8)
+    for i, y in enumerate(labels):
+        r, c = divmod(int(y), 5)
+        images[i, 4 + 16 * r:12 + 16 * r, 2 + 6 * c:8 + 6 * c, :] = 250
+    return images, labels
+
+
+def test_fit_learns_a_learnable_task(tmp_path):
+    train_x, train_y = learnable_data(600, seed=0)
+    test_x, test_y = learnable_data(200, seed=1)
+    cfg = ScratchConfig(epochs=3, batch_size=32, lr=0.02, architecture=TINY, val_fraction=0.1,
+                        augment=False, log_every=100)
+    data = make_data(cfg, train_x, train_y, test_x, test_y, (60.0,) * 3, (60.0,) * 3)
+    summary = fit(cfg, data, make_rundir(tmp_path / "run", cfg.epochs), progress=False)
+    assert summary["final"]["top1"] > 0.9  # chance is 0.1
+    assert summary["val_top1"] > 0.9
+
+
+def test_failed_run_is_marked_failed(tmp_path):
+    train_x, train_y = learnable_data(64, seed=0)
+    seven_classes = TINY[:-1] + [{"type": "linear", "out": 7}]
+    cfg = ScratchConfig(epochs=1, batch_size=32, architecture=seven_classes, val_fraction=0.0)
+    data = make_data(cfg, train_x, train_y, train_x, train_y, (60.0,) * 3, (60.0,) * 3)
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match="7 outputs"):
+        fit(cfg, data, make_rundir(run, 1), progress=False)
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and "7 outputs" in status["error"]
+
+
+def test_validation_split_is_seeded_and_disjoint():
+    x = np.arange(100, dtype=np.uint8).reshape(100, 1, 1, 1).repeat(3, axis=3)
+    y = np.arange(100)
+    a = split_train_val(x, y, 0.2, seed=5)
+    b = split_train_val(x, y, 0.2, seed=5)
+    c = split_train_val(x, y, 0.2, seed=6)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    assert len(a[3]) == 20 and len(a[1]) == 80
+    assert set(a[1]).isdisjoint(a[3]) and set(a[1]) | set(a[3]) == set(range(100))
+    assert set(a[3]) != set(c[3])
+
+
+def test_flip_translate():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 8, 8, 3)).astype(np.uint8)
+    out = flip_translate(images, np.random.default_rng(1), max_shift=0)
+    flipped = (out == images[:, :, ::-1]).all(axis=(1, 2, 3))
+    kept = (out == images).all(axis=(1, 2, 3))
+    assert (flipped | kept).all() and 10 < flipped.sum() < 54
+    shifted = flip_translate(images, np.random.default_rng(1), max_shift=2)
+    assert shifted.shape == images.shape and shifted.dtype == np.uint8
+    np.testing.assert_array_equal(shifted, flip_translate(images, np.random.default_rng(1), 2))
+    # every output row is some input row (possibly mirrored): a crop, not a blend
+    for i in range(4):
+        rows = {images[i, r].tobytes() for r in range(8)}
+        assert all(shifted[i, r, 2:6].tobytes() in
+                   {images[i, q, c:c + 4].tobytes() for q in range(8) for c in range(5)} |
+                   {images[i, q, ::-1][c:c + 4].tobytes() for q in range(8) for c in range(5)}
+                   for r in range(2, 6)), rows
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"lr": -1.0}, "lr"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"schedule": "exp"}, "schedule"),
+        ({"dtype": "float16"}, "dtype"),
+        ({"architecture": [{"type": "conv", "out": 8}]}, r"architecture\[0\]\.kernel"),
+        ({"architecture": [{"type": "conv", "out": 8, "kernel": 3, "pad": 1}]}, "pad"),
+        ({"architecture": [{"type": "pool", "size": 2}]}, r"architecture\[0\]\.type"),
+        ({"architecture": [{"type": "linear", "out": 10}]}, "flatten"),
+    ],
+)
+def test_bad_config_names_the_field(change, field):
+    with pytest.raises(UserError, match=field):
+        ScratchConfig(**change)
+
+
+def test_missing_data_dir_is_a_user_error(tmp_path):
+    cfg = ScratchConfig(data_dir=str(tmp_path / "nope"), epochs=1)
+    with pytest.raises(UserError, match="nope"):
+        train_scratch(cfg, make_rundir(tmp_path / "run", 1), progress=False)
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["state"] == "failed" and "nope" in status["error"]
