@@ -78,7 +78,7 @@ def unpickle(data: bytes, where: str) -> Any:
     except UserError:
         raise
     except Exception as err:  # the C unpickler raises many types on garbage input
-        reason = str(err) or type(err).__name__
+        reason = " ".join(str(err).split()) or type(err).__name__
         raise UserError(f"corrupt or truncated pickle ({reason}): {where}") from None
     if stream.read(1):
         raise UserError(f"unexpected bytes after the pickle (corrupt file?): {where}")
@@ -213,7 +213,8 @@ def read_tarball(archive: Path, *, allow_unofficial: bool, warn: Warn,
     except UserError:
         raise
     except (tarfile.TarError, EOFError, OSError) as err:
-        raise UserError(f"not a readable tar.gz archive ({err}): {archive}") from None
+        reason = " ".join(str(err).split())  # tarfile's messages span several lines
+        raise UserError(f"not a readable tar.gz archive ({reason}): {archive}") from None
     missing = [n for n in FILE_MD5 if n not in files]
     if missing:
         raise UserError(f"archive lacks {BATCH_DIR}/{missing[0]}: {archive}")

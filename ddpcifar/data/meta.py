@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -113,27 +114,29 @@ def class_counts(labels: np.ndarray) -> tuple[int, ...]:
 def channel_stats(
     images: np.ndarray, advance: Callable[[int], None] | None = None, chunk: int = 5000
 ) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """Per-channel mean and population std of uint8 HWC images, in 0..255 units.
+    """Per-channel mean and population std (ddof=0) of uint8 HWC images, in 0..255 units.
 
-    Sums are accumulated exactly as int64 (no rounding at all for any CIFAR-sized input) and
-    only the final division is float64, so the result does not depend on `chunk`.
+    Counts how often each of the 256 values occurs per channel, so the sums are exact
+    integers whatever the input size, and only the final division is float64; it is also
+    several times faster than widening 150 MB of pixels to float64.
     """
-    total = np.zeros(3, dtype=np.int64)
-    total_sq = np.zeros(3, dtype=np.int64)
+    histogram = np.zeros((3, 256), dtype=np.int64)
     for start in range(0, len(images), chunk):
-        block = images[start : start + chunk].reshape(-1, 3).astype(np.int64)
-        total += block.sum(axis=0)
-        total_sq += (block * block).sum(axis=0)
+        block = images[start : start + chunk]
+        for channel in range(3):
+            histogram[channel] += np.bincount(block[..., channel].ravel(), minlength=256)
         if advance is not None:
-            advance(len(images[start : start + chunk]))
-    n = np.float64(len(images) * images.shape[1] * images.shape[2])
-    mean = total.astype(np.float64) / n
-    var = total_sq.astype(np.float64) / n - mean * mean
-    std = np.sqrt(np.maximum(var, 0.0))
-    return (
-        (float(mean[0]), float(mean[1]), float(mean[2])),
-        (float(std[0]), float(std[1]), float(std[2])),
-    )
+            advance(len(block))
+    values = np.arange(256, dtype=np.int64)
+    mean, std = [], []
+    for channel in range(3):
+        # Python ints: exact sums, and int / int is a correctly rounded float.
+        n = int(histogram[channel].sum())
+        total = int(histogram[channel] @ values)
+        total_sq = int(histogram[channel] @ (values * values))
+        mean.append(total / n)
+        std.append(math.sqrt((n * total_sq - total * total) / (n * n)))
+    return (mean[0], mean[1], mean[2]), (std[0], std[1], std[2])
 
 
 def sha256_file(path: Path) -> str:

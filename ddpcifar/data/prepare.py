@@ -24,7 +24,6 @@ from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progre
 
 from ddpcifar.atomic import write_json
 from ddpcifar.data import cifar_pickle, image_folder
-from ddpcifar.data.beton import beton_path, write_split
 from ddpcifar.data.meta import (CIFAR10_CLASSES, IMAGE_SHAPE, META_FILE, META_FORMAT, SPLITS,
                                 Cifar10Source, DataMeta, channel_stats, class_counts,
                                 sha256_file)
@@ -90,24 +89,28 @@ def download_archive(url: str, cache_dir: Path, console: Console, quiet: bool) -
         if cifar_pickle.md5_hex(target.read_bytes()) == cifar_pickle.ARCHIVE_MD5:
             return target
         console.print(f"cached archive has the wrong md5, downloading again: {target}")
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create download cache ({err.strerror}): {cache_dir}") from None
     partial = target.with_name(target.name + ".part")
     digest = hashlib.md5(usedforsecurity=False)
     try:
-        with urllib.request.urlopen(url, timeout=CONNECT_TIMEOUT_S) as response, \
-                open(partial, "wb") as fh:
+        with urllib.request.urlopen(url, timeout=CONNECT_TIMEOUT_S) as response:
+            # Create the cache only once the server answered: a failed attempt leaves nothing.
+            try:
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                fh = open(partial, "wb")
+            except OSError as err:
+                raise UserError(f"cannot write download cache ({err.strerror}): {cache_dir}") from None
             total = int(response.headers.get("Content-Length") or 0) or None
             with Progress(TextColumn("downloading"), BarColumn(), DownloadColumn(),
                           TransferSpeedColumn(), TimeRemainingColumn(),
                           console=console, disable=quiet) as bar:
                 task = bar.add_task("download", total=total)
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    fh.write(block)
-                    digest.update(block)
-                    bar.advance(task, len(block))
+                with fh:
+                    for block in iter(lambda: response.read(1 << 20), b""):
+                        fh.write(block)
+                        digest.update(block)
+                        bar.advance(task, len(block))
+    except UserError:
+        raise
     except (urllib.error.URLError, OSError, ValueError) as err:
         partial.unlink(missing_ok=True)
         reason = getattr(err, "reason", None) or err
@@ -223,6 +226,11 @@ def publish(staging: Path, out: Path, force: bool) -> None:
 # --- the conversion ----------------------------------------------------------------------------
 
 def convert(args: argparse.Namespace, console: Console) -> DataMeta:
+    """Read the source, check it, write both betons and meta.json, publish to --out."""
+    # FFCV pulls in torch and numba (seconds): only import it once there is work to do, so
+    # --help and early input errors answer at once.
+    from ddpcifar.data.beton import beton_path, write_split
+
     out: Path = args.out
     check_out(out, args.force)
     with make_progress(console, args.quiet) as progress:
