@@ -227,14 +227,14 @@ def publish(staging: Path, out: Path, force: bool) -> None:
 
 def convert(args: argparse.Namespace, console: Console) -> DataMeta:
     """Read the source, check it, write both betons and meta.json, publish to --out."""
-    # FFCV pulls in torch and numba (seconds): only import it once there is work to do, so
-    # --help and early input errors answer at once.
-    from ddpcifar.data.beton import beton_path, write_split
-
     out: Path = args.out
     check_out(out, args.force)
     with make_progress(console, args.quiet) as progress:
         source = read_source(args, console, progress)
+        # FFCV pulls in torch and numba (seconds of CPU): import it only once the input has
+        # passed every check, so --help and input errors answer at once.
+        from ddpcifar.data.beton import beton_path, write_split
+
         track = progress_factory(progress)
         mean, std = channel_stats(source.train.images,
                                   track("computing mean/std", len(source.train.images)))
