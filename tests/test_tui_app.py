@@ -55,6 +55,7 @@ def text_of(app: DashboardApp, selector: str) -> str:
 
 
 async def select_run(pilot: Pilot, app: DashboardApp, name: str) -> None:
+    await wait_until(pilot, lambda: bool(app.screen_stack[0].query(RunTable)))  # composed
     t = table(app)
     await wait_until(pilot, lambda: name in t.visible_names)
     t.move_cursor(row=t.visible_names.index(name))

@@ -54,7 +54,8 @@ def _limits(values: list[np.ndarray], pad: float) -> tuple[float, float] | None:
         spread = abs(hi) * 0.1 or 1.0
         return lo - spread, hi + spread
     margin = (hi - lo) * pad
-    return lo - margin, hi + margin
+    # Do not pad non-negative data (losses, accuracies, learning rates) below zero.
+    return (max(lo - margin, 0.0) if lo >= 0 else lo - margin), hi + margin
 
 
 def _line(x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, np.ndarray]:

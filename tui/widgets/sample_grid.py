@@ -165,7 +165,10 @@ class SampleGrid(Widget, can_focus=True):
         dim = base + Style(dim=True)
         lines = [_fit([Segment(self.header()[:width], base)], width, base), Strip.blank(width, base)]
         if self.samples is None or not self._order:
-            return lines + [Strip.blank(width, base) for _ in range(max(0, height - 2))]
+            if self.samples is not None:
+                lines.append(_fit([Segment("no image matches these filters (f clears them)", dim)],
+                                  width, base))
+            return lines + [Strip.blank(width, base) for _ in range(max(0, height - len(lines)))]
         cols, rows, tile_h = self._grid()
         tile_w = _TILE[self.tile]
         first = self.cursor // (cols * rows) * (cols * rows)
