@@ -6,13 +6,16 @@ prove the exit status and that no traceback reaches the user.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import json
 import os
 import pickle
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -522,3 +525,49 @@ def test_help_documents_flags() -> None:
     assert proc.returncode == 0
     for flag in ("--source", "--out", "--allow-unofficial", "--force", "--cache-dir", "--url"):
         assert flag in proc.stdout
+
+
+# --- the download path, against a real HTTP server on localhost --------------------------------
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # keep pytest output clean
+        pass
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path):
+    """Serve `<tmp_path>/www` over HTTP; yields (directory, base URL)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(www))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_download_checks_md5_and_caches(http_dir, tmp_path: Path, capsys, monkeypatch) -> None:
+    www, base = http_dir
+    tarball, train, test = make_cifar_tarball(www, 6, 6, seed=5)
+    url = f"{base}/{tarball.name}"
+    cache = tmp_path / "cache"
+    # Not the official archive: refused after download, and the partial file is gone.
+    assert_refused(capsys, None, tmp_path / "out", "downloaded archive has md5", url,
+                   extra=("--url", url, "--cache-dir", str(cache)))
+    assert list(cache.iterdir()) == []
+    # Declare this archive official: the download is accepted, cached, and converted.
+    monkeypatch.setattr(cifar_pickle, "ARCHIVE_MD5", cifar_pickle.md5_hex(tarball.read_bytes()))
+    out = tmp_path / "out"
+    assert convert(None, out, "--url", url, "--cache-dir", str(cache)) == 0
+    check_converted(out, train, test)
+    meta = load_meta(out)
+    assert (meta.source.kind, meta.source.md5_verified) == ("download", True)
+    assert (cache / "cifar-10-python.tar.gz").read_bytes() == tarball.read_bytes()
+    # A second run uses the cache: the server no longer has the file.
+    tarball.unlink()
+    assert convert(None, tmp_path / "out2", "--url", url, "--cache-dir", str(cache)) == 0
+    assert sha256(tmp_path / "out2" / "train.beton") == sha256(out / "train.beton")
