@@ -378,6 +378,14 @@ def test_unwritable_output(cifar_tarball, tmp_path: Path, capsys) -> None:
     assert blocker.read_text() == "not a directory"
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_output_that_cannot_be_created_late(cifar_tarball, capsys) -> None:
+    """Passes the early checks (/proc is a directory) but mkdir fails, even for root."""
+    tarball, _, _ = cifar_tarball
+    out = Path("/proc/ddpcifar-no-such-dir/out")
+    assert_refused(capsys, tarball, out, "cannot create output directory", str(out))
+
+
 def test_download_failure_is_one_line(tmp_path: Path, capsys) -> None:
     # Port 9 (discard) on localhost: nothing listens, so the connection is refused at once.
     line = assert_refused(capsys, None, tmp_path / "data" / "out", "cannot download",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import sys
 import tempfile
@@ -170,11 +171,32 @@ def _is_nonempty_dir(path: Path) -> bool:
 
 
 def check_out(out: Path, force: bool) -> None:
-    """Refuse to overwrite existing content unless --force, before any work is done."""
+    """Refuse to overwrite existing content unless --force, before any work is done.
+
+    Also catches an --out that can never be created (an ancestor is a file) up front, rather
+    than after a minute of decoding.
+    """
     if out.exists() and not out.is_dir():
         raise UserError(f"--out exists and is not a directory: {out}")
     if _is_nonempty_dir(out) and not force:
         raise UserError(f"output directory exists and is not empty (use --force to replace it): {out}")
+    existing = next(p for p in [out.parent, *out.parent.parents] if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"cannot create output directory ({existing} is not a directory): {out}")
+
+
+def check_free_space(directory: Path, counts: Sequence[int]) -> None:
+    """Refuse early when the betons cannot fit.
+
+    A full disk inside FFCV's writer process would otherwise leave the parent waiting forever.
+    """
+    # 3072 raw pixel bytes + ~40 bytes of field metadata per image, plus one 8 MiB page of
+    # slack per file.
+    needed = sum(n * (3072 + 64) + (8 << 20) for n in counts)
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise UserError(f"not enough free space (need ~{needed >> 20} MiB, have {free >> 20} MiB): "
+                        f"{directory}")
 
 
 @contextmanager
@@ -206,6 +228,11 @@ def staging_dir(out: Path) -> Iterator[Path]:
         raise
 
 
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
 def publish(staging: Path, out: Path, force: bool) -> None:
     """Move the finished `staging` directory to `out`, replacing old content only with --force."""
     check_out(out, force)  # again: something may have appeared while we worked
@@ -215,10 +242,10 @@ def publish(staging: Path, out: Path, force: bool) -> None:
         out.rename(old)
     try:
         staging.rename(out)
-    except OSError:
+    except OSError as err:
         if old is not None:
             old.rename(out)
-        raise
+        raise UserError(f"cannot move the result into place ({err.strerror}): {out}") from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -239,6 +266,7 @@ def convert(args: argparse.Namespace, console: Console) -> DataMeta:
         mean, std = channel_stats(source.train.images,
                                   track("computing mean/std", len(source.train.images)))
         with staging_dir(out) as staging:
+            check_free_space(staging, [len(getattr(source, s).labels) for s in SPLITS])
             for split in SPLITS:
                 arrays = getattr(source, split)
                 write_split(beton_path(staging, split), arrays,
@@ -255,6 +283,8 @@ def convert(args: argparse.Namespace, console: Console) -> DataMeta:
                 sha256={f"{s}.beton": sha256_file(beton_path(staging, s)) for s in SPLITS},
             )
             write_json(staging / META_FILE, meta.model_dump(mode="json"))
+            for split in SPLITS:  # durable before the rename makes them visible
+                _fsync(beton_path(staging, split))
             publish(staging, out, args.force)
     return meta
 
