@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from ddpcifar.data.config import AugmentConfig, DataConfig, check_compatible
 from ddpcifar.errors import UserError, cli_main
-from ddpcifar.models import MODEL_NAMES
+from ddpcifar.models import model_names
 
 SPEC_VERSION = 1
 # The NumPy engine's network is not a torch module, so it is not in the model registry.
@@ -42,7 +42,7 @@ class ModelConfig(Section):
     @field_validator("name")
     @classmethod
     def _known_model(cls, name: str) -> str:
-        allowed = (*MODEL_NAMES, SCRATCH_MODEL)
+        allowed = (*model_names(), SCRATCH_MODEL)
         if name not in allowed:
             raise ValueError(f"unknown model {name!r}; allowed: {', '.join(allowed)}")
         return name

@@ -58,3 +58,8 @@ def build_model(name: str, num_classes: int = 10) -> nn.Module:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise UserError(f"num_classes must be an integer >= 2: {num_classes!r}")
     return _BUILDERS[name](num_classes=num_classes)
+
+
+def model_names() -> tuple[str, ...]:
+    """Names registered now: MODEL_NAMES plus any registered later (e.g. by a plugin or test)."""
+    return tuple(_BUILDERS)
