@@ -7,8 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddpcifar.data.augment import albumentations_pipeline, basic_augment, cutout, flip, mean_fill, translate
+from ddpcifar.data.augment import PixelTable, albumentations_pipeline, mean_fill
 from ddpcifar.data.config import AugmentConfig
+
+
+FILL = (250, 251, 252)  # never present in `batch`, so filled pixels are recognisable
 
 
 def gen(seed: int) -> torch.Generator:
@@ -17,19 +20,39 @@ def gen(seed: int) -> torch.Generator:
 
 @pytest.fixture
 def batch() -> torch.Tensor:
-    """64 random uint8 images in [0, 200) as NCHW (channels_last memory like the loaders)."""
-    hwc = torch.randint(0, 200, (64, 32, 32, 3), generator=gen(0), dtype=torch.uint8)
-    return hwc.permute(0, 3, 1, 2)
+    """64 random uint8 images in [0, 200), HWC as the memory backend stores them."""
+    return torch.randint(0, 200, (64, 32, 32, 3), generator=gen(0), dtype=torch.uint8)
+
+
+def augment(images: torch.Tensor, seed: int, **cfg) -> torch.Tensor:
+    """The memory backend's path: padded table, per-pixel source index, one gather. -> (N,3,H,W)."""
+    config = AugmentConfig(kind="basic", **{"flip_p": 0.0, "translate": 0, "cutout": 0, **cfg})
+    table = PixelTable.build(images, config.translate, config.translate_pad, FILL)
+    return table.gather(table.index(torch.arange(images.shape[0]), config, gen(seed)))
+
+
+def nchw(images: torch.Tensor) -> torch.Tensor:
+    return images.permute(0, 3, 1, 2)
+
+
+def test_without_augmentation_the_gather_returns_the_images(batch: torch.Tensor) -> None:
+    out = augment(batch, 0)
+    assert out.dtype == torch.uint8 and out.shape == (64, 3, 32, 32)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, nchw(batch))
+    for mode in ("zero", "reflect"):
+        table = PixelTable.build(batch, 3, mode, FILL)  # padding alone changes nothing
+        picked = table.gather(table.index(torch.tensor([5, 2]), None, None))
+        assert torch.equal(picked, nchw(batch[[5, 2]]))
 
 
 def test_flip_mirrors_about_half_of_the_images(batch: torch.Tensor) -> None:
-    out = flip(batch, 0.5, gen(1))
-    flipped = torch.tensor([torch.equal(o, x.flip(-1)) for o, x in zip(out, batch)])
-    kept = torch.tensor([torch.equal(o, x) for o, x in zip(out, batch)])
+    out, x = augment(batch, 1, flip_p=0.5), nchw(batch)
+    flipped = torch.tensor([torch.equal(o, i.flip(-1)) for o, i in zip(out, x)])
+    kept = torch.tensor([torch.equal(o, i) for o, i in zip(out, x)])
     assert bool((flipped ^ kept).all())  # every image is either mirrored or untouched
     assert 10 < int(flipped.sum()) < 54
-    assert torch.equal(flip(batch, 1.0, gen(1)), batch.flip(-1))
-    assert torch.equal(flip(batch, 0.0, gen(1)), batch)
+    assert torch.equal(augment(batch, 1, flip_p=1.0), x.flip(-1))
 
 
 def find_shift(out: torch.Tensor, padded: torch.Tensor, pad: int) -> tuple[int, int] | None:
@@ -45,37 +68,51 @@ def find_shift(out: torch.Tensor, padded: torch.Tensor, pad: int) -> tuple[int, 
 @pytest.mark.parametrize("mode", ["zero", "reflect"])
 def test_translate_is_pad_and_crop(batch: torch.Tensor, mode: str) -> None:
     pad = 4
-    out = translate(batch, pad, mode, gen(2))
-    assert out.dtype == torch.uint8 and out.shape == batch.shape
-    assert out.is_contiguous(memory_format=torch.channels_last)
+    out = augment(batch, 2, translate=pad, translate_pad=mode)
     # Reference: torch's own padding (reflect needs float), then every possible crop.
-    padded = F.pad(batch.float(), (pad,) * 4, mode="constant" if mode == "zero" else "reflect").to(torch.uint8)
-    shifts = [find_shift(o, p, pad) for o, p in zip(out, padded)]
+    padded = F.pad(nchw(batch).float(), (pad,) * 4, mode="constant" if mode == "zero" else "reflect")
+    shifts = [find_shift(o, p.to(torch.uint8), pad) for o, p in zip(out, padded)]
     assert all(s is not None for s in shifts), "an output is not a crop of the padded image"
     assert len(set(shifts)) > 20  # shifts are drawn per image, not per batch
     assert any(s != (0, 0) for s in shifts)
 
 
+def test_flip_then_translate_is_a_crop_of_the_padded_mirror(batch: torch.Tensor) -> None:
+    out = augment(batch, 4, flip_p=1.0, translate=3)
+    padded = F.pad(nchw(batch).flip(-1), (3,) * 4)
+    assert all(find_shift(o, p, 3) is not None for o, p in zip(out, padded))
+
+
 def test_cutout_fills_exactly_one_square(batch: torch.Tensor) -> None:
-    fill = torch.tensor([250, 251, 252], dtype=torch.uint8)  # never present in `batch`
-    out = cutout(batch, 8, fill, gen(3))
-    for o, x in zip(out, batch):
-        hit = (o == fill.view(3, 1, 1)).all(0)
+    out = augment(batch, 3, cutout=8)
+    fill = torch.tensor(FILL, dtype=torch.uint8).view(3, 1, 1)
+    corners = set()
+    for o, x in zip(out, nchw(batch)):
+        hit = (o == fill).all(0)
         ys, xs = torch.nonzero(hit, as_tuple=True)
         assert int(hit.sum()) == 64
         assert (int(ys.max() - ys.min()), int(xs.max() - xs.min())) == (7, 7)  # one 8x8 square
         assert torch.equal(o[:, ~hit], x[:, ~hit])  # the rest untouched
-    corners = {(int(torch.nonzero((o == fill.view(3, 1, 1)).all(0))[0, 0])) for o in out}
-    assert len(corners) > 5  # placed per image
+        corners.add((int(ys.min()), int(xs.min())))
+    assert len(corners) > 20  # placed per image
 
 
 def test_basic_augment_is_a_function_of_the_generator_seed(batch: torch.Tensor) -> None:
-    cfg = AugmentConfig(kind="basic", translate=2, cutout=8)
-    fill = torch.tensor(mean_fill([125.3, 123.0, 113.9]), dtype=torch.uint8)
-    a = basic_augment(batch, cfg, fill, gen(7))
-    assert torch.equal(a, basic_augment(batch, cfg, fill, gen(7)))
-    assert not torch.equal(a, basic_augment(batch, cfg, fill, gen(8)))
-    assert not torch.equal(a, batch)
+    cfg = dict(flip_p=0.5, translate=2, cutout=8)
+    a = augment(batch, 7, **cfg)
+    assert torch.equal(a, augment(batch, 7, **cfg))
+    assert not torch.equal(a, augment(batch, 8, **cfg))
+    assert not torch.equal(a, nchw(batch))
+
+
+def test_other_kinds_leave_images_alone(batch: torch.Tensor) -> None:
+    table = PixelTable.build(batch, 4, "zero", FILL)
+    take = torch.arange(64)
+    for kind in ("none", "albumentations"):
+        cfg = AugmentConfig(kind=kind, translate=4, cutout=8)
+        assert torch.equal(table.gather(table.index(take, cfg, gen(0))), nchw(batch))
+    with pytest.raises(ValueError, match="exceeds the table's padding"):
+        table.index(take, AugmentConfig(translate=5), gen(0))
 
 
 def test_mean_fill_rounds_and_clamps() -> None:
