@@ -117,6 +117,18 @@ class CheckpointConfig(Section):
     save_best: bool = Field(True, description="Keep checkpoints/best.pt, lowest test loss so far.")
 
 
+class ScratchSection(Section):
+    """Settings only the NumPy engine (model 'scratch_cnn') reads."""
+
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="Part of the train split held out "
+                                                              "for validation accuracy.")
+    architecture: list[dict[str, Any]] | None = Field(
+        None, description="Ordered module definitions, e.g. {\"type\": \"conv\", \"out\": 32, "
+                          "\"kernel\": 3, \"padding\": 1}; null: the default network.")
+    dtype: Literal["float32", "float64"] = Field("float32", description="NumPy compute dtype.")
+    blas_threads: int | None = Field(None, ge=1, le=256, description="BLAS threads (null: default).")
+
+
 class DistributedConfig(Section):
     timeout_s: float = Field(300.0, gt=0, le=86_400,
                              description="Process-group timeout: a rank that stops answering "
@@ -157,6 +169,7 @@ class RunSpec(Section):
     checkpoint: CheckpointConfig = CheckpointConfig()
     logging: LoggingConfig
     distributed: DistributedConfig = DistributedConfig()
+    scratch: ScratchSection = ScratchSection()
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
@@ -171,10 +184,23 @@ class RunSpec(Section):
                                  f"(allowed: a multiple of {world})")
         if self.train.amp == "fp16" and not (info.context or {}).get("cuda", False):
             raise ValueError("train.amp='fp16' needs CUDA; on CPU use 'bf16', 'auto' or 'off'")
-        if self.model.engine == "numpy" and world > 1:
+        if self.model.engine == "numpy":
+            self._numpy_engine_checks(world)
+        return self
+
+    def _numpy_engine_checks(self, world: int) -> None:
+        if world > 1:
             raise ValueError(f"model {SCRATCH_MODEL!r} runs on the NumPy engine in one process; "
                              f"launch it without torchrun (world size is {world})")
-        return self
+        if self.optimizer.name != "sgd":
+            raise ValueError(f"optimizer.name={self.optimizer.name!r}: the NumPy engine has SGD "
+                             "with momentum only (allowed: 'sgd')")
+        if self.schedule.name not in ("cosine", "step", "constant"):
+            raise ValueError(f"schedule.name={self.schedule.name!r}: the NumPy engine supports "
+                             "'cosine', 'step' and 'constant'")
+        if self.augment.kind == "albumentations":
+            raise ValueError("augment.kind='albumentations': the NumPy engine supports 'none' "
+                             "and 'basic' (flip + translate)")
 
     @property
     def run_dir(self) -> Path:
