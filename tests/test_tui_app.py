@@ -17,7 +17,6 @@ from tests.tui_fixtures import NOW, append_epoch, make_fixture_runs, write_run
 from tui.app import DashboardApp
 from tui.screens.help import HelpScreen
 from tui.screens.image_screen import ImageScreen
-from tui.widgets.curves import CurvesPanel
 from tui.widgets.line_chart import LineChart
 from tui.widgets.run_table import RunTable
 from tui.widgets.sample_grid import SampleGrid
@@ -263,3 +262,11 @@ async def test_empty_and_missing_runs_dir(tmp_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: "runs directory not found" in text_of(app, "#notice"))
         assert "select a run" in text_of(app, "#curves-status")
+
+
+@sync
+async def test_failed_run_shows_its_error(runs: Path) -> None:
+    app = make_app(runs)
+    async with app.run_test(size=SIZE) as pilot:
+        await select_run(pilot, app, "broken")
+        assert text_of(app, "#curves-status") == "broken failed: RuntimeError: NCCL timeout"

@@ -265,6 +265,9 @@ class DashboardScreen(Screen[None]):
     def _redraw_curves(self) -> None:
         runs = self._shown_runs()
         note = self.curve_notes.get(runs[0]) if len(runs) == 1 else None
+        info = self.runs.get(runs[0]) if len(runs) == 1 else None
+        if note is None and info is not None and info.state == "failed" and info.error:
+            note = f"{info.name} failed: {info.error}"
         self.query_one(CurvesPanel).show(runs, self.curves, x_axis=self.x_axis,
                                          smoothing=self.smoothing, note=note)
 

@@ -72,6 +72,7 @@ class RunTable(DataTable):
         self.add_column(" ", key="mark", width=1)
         for header, _, _ in COLUMNS:
             self.add_column(header + "  ", key=header)  # room for the sort arrow
+        self.columns["name"].label = Text("name ▲")  # type: ignore[index]
 
     @property
     def visible_names(self) -> list[str]:
@@ -95,11 +96,19 @@ class RunTable(DataTable):
 
     def cycle_sort(self) -> str:
         self.sort_column = (self.sort_column + 1) % len(COLUMNS)
-        self._rebuild()
+        self._sort_changed()
         return COLUMNS[self.sort_column][0]
 
     def reverse_sort(self) -> None:
         self.sort_reverse = not self.sort_reverse
+        self._sort_changed()
+
+    def _sort_changed(self) -> None:
+        for header, _, _ in COLUMNS:  # an arrow on the sort column's header
+            sorted_here = header == COLUMNS[self.sort_column][0]
+            arrow = (" ▼" if self.sort_reverse else " ▲") if sorted_here else "  "
+            self.columns[header].label = Text(header + arrow)  # type: ignore[index]
+        self._shown = []  # force a full redraw, headers included
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -112,20 +121,27 @@ class RunTable(DataTable):
         shown = [(r.name in self.marked, *(str(cell(r)) for _, _, cell in COLUMNS)) for r in rows]
         if shown == self._shown:
             return
+        if [row[1] for row in shown] == [row[1] for row in self._shown]:
+            # Same runs in the same order (the usual poll: a running run ticked): patch cells.
+            for r, new_row, old_row in zip(rows, shown, self._shown):
+                if new_row[0] != old_row[0]:
+                    self.update_cell(r.name, "mark", self._mark(r.name))
+                for k, (header, _, cell) in enumerate(COLUMNS, start=1):
+                    if new_row[k] != old_row[k]:
+                        self.update_cell(r.name, header, cell(r))
+            self._shown = shown
+            return
         current = self.selected
         self._shown = shown
-        for header, _, _ in COLUMNS:  # arrow on the sort column's header
-            col = self.columns[header]  # type: ignore[index]
-            sorted_here = header == COLUMNS[self.sort_column][0]
-            arrow = (" ▼" if self.sort_reverse else " ▲") if sorted_here else "  "
-            col.label = Text(header + arrow)
         self.clear()
         for r in rows:
-            self.add_row(Text("●", style="bold magenta") if r.name in self.marked else "",
-                         *(cell(r) for _, _, cell in COLUMNS), key=r.name)
+            self.add_row(self._mark(r.name), *(cell(r) for _, _, cell in COLUMNS), key=r.name)
         names = [r.name for r in rows]
         if current in names:
             self.move_cursor(row=names.index(current), animate=False)
+
+    def _mark(self, name: str) -> Text:
+        return Text("●", style="bold magenta") if name in self.marked else Text("")
 
     def action_toggle_mark(self) -> None:
         name = self.selected
