@@ -193,3 +193,20 @@ def test_missing_data_dir_is_a_user_error(tmp_path):
         train_scratch(cfg, make_rundir(tmp_path / "run", 1), progress=False)
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["state"] == "failed" and "nope" in status["error"]
+
+
+def test_scratch_package_does_not_import_torch():
+    """NumPy only: importing every scratch module must not pull torch in (checked in a fresh
+    interpreter, since this test process has torch loaded already)."""
+    import subprocess
+    import sys
+
+    modules = sorted(p.stem for p in (Path(__file__).parents[1] / "ddpcifar" / "scratch")
+                     .glob("*.py") if p.stem != "__init__")
+    code = ("import sys, importlib\n"
+            f"for m in {modules!r}: importlib.import_module('ddpcifar.scratch.' + m)\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).parents[1], check=True)
+    assert len(modules) >= 7
+    assert out.stdout.strip() == "False"

@@ -22,17 +22,19 @@ from ddpcifar.scratch.im2col import output_size
 from ddpcifar.scratch.layers import Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU
 
 # Three conv blocks (32-64-128 channels, each halving the resolution) and one linear layer:
-# ~0.1 M parameters, about 21 MFLOP per image forward. See notes/scratch.md for its accuracy.
+# 114 k parameters, about 21 MFLOP per image forward. Pooling comes before ReLU: the two commute
+# (max is monotone), and ReLU on the pooled map touches 4x fewer values. See notes/scratch.md
+# for its accuracy and speed.
 DEFAULT_ARCHITECTURE: list[dict[str, Any]] = [
     {"type": "conv", "out": 32, "kernel": 3, "padding": 1},
-    {"type": "relu"},
     {"type": "maxpool", "size": 2},
+    {"type": "relu"},
     {"type": "conv", "out": 64, "kernel": 3, "padding": 1},
-    {"type": "relu"},
     {"type": "maxpool", "size": 2},
+    {"type": "relu"},
     {"type": "conv", "out": 128, "kernel": 3, "padding": 1},
-    {"type": "relu"},
     {"type": "maxpool", "size": 2},
+    {"type": "relu"},
     {"type": "flatten"},
     {"type": "linear", "out": 10},
 ]
