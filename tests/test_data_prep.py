@@ -26,7 +26,7 @@ from PIL import Image
 
 from cifar_fixtures import (CLASSES, Expected, make_batches, make_cifar_batches_dir,
                             make_cifar_tarball, make_image_folder, write_batches_dir)
-from ddpcifar.data import cifar_pickle
+from ddpcifar.data import cifar_pickle, image_folder as image_folder_mod
 from ddpcifar.data.beton import beton_fields, read_split
 from ddpcifar.data.meta import CIFAR10_CLASSES, load_meta
 from ddpcifar.data.prepare import main
@@ -335,6 +335,20 @@ def test_non_image_in_class_folder(folder: Path, tmp_path: Path, capsys,
     else:
         bad.write_bytes(content)
     assert_refused(capsys, folder, tmp_path / "out", fragment, str(bad), extra=())
+
+
+def test_pool_decoding_keeps_order_and_reports_bad_files(tmp_path: Path) -> None:
+    """The process-pool path (real data uses it; small fixtures fit in one chunk)."""
+    root, train, _ = make_image_folder(tmp_path, n_train_per_class=3, n_test_per_class=1)
+    files, labels = image_folder_mod.list_split(root, "train")
+    seen: list[int] = []
+    images = image_folder_mod.decode_all(files, workers=2, advance=seen.append, chunk=4)
+    np.testing.assert_array_equal(images, train.images)
+    np.testing.assert_array_equal(labels, train.labels)
+    assert sum(seen) == 30 and len(seen) == 8
+    Image.new("RGB", (16, 16)).save(files[17])
+    with pytest.raises(UserError, match=f"16x16, expected 32x32: {files[17]}$"):
+        image_folder_mod.decode_all(files, workers=2, chunk=4)
 
 
 def test_unknown_class_folder(folder: Path, tmp_path: Path, capsys) -> None:

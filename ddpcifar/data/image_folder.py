@@ -91,10 +91,10 @@ def _decode_chunk(paths: list[Path]) -> np.ndarray:
 
 
 def decode_all(files: list[Path], workers: int,
-               advance: Callable[[int], None] | None = None) -> np.ndarray:
+               advance: Callable[[int], None] | None = None, chunk: int = CHUNK) -> np.ndarray:
     """Decode `files` in order into one (N, 32, 32, 3) array, using a small process pool."""
     out = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
-    chunks = [files[i : i + CHUNK] for i in range(0, len(files), CHUNK)]
+    chunks = [files[i : i + chunk] for i in range(0, len(files), chunk)]
     if workers <= 1 or len(chunks) == 1:
         results = map(_decode_chunk, chunks)
         pool = None
