@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddpcifar.errors import UserError
-from ddpcifar.models import MODEL_NAMES, build_model, register
+import ddpcifar.models as zoo
+from ddpcifar.models import MODEL_NAMES, build_model, model_names, register
 from ddpcifar.models.__main__ import main as models_main
 from ddpcifar.models.airbench import AirBench
 from ddpcifar.models.inspect import count_parameters, receptive_field
@@ -53,6 +54,28 @@ def test_registering_a_taken_name_fails() -> None:
     with pytest.raises(ValueError, match="era_s9"):
         register("era_s9")(nn.Identity)
     assert MODEL_NAMES.count("era_s9") == 1
+
+
+def test_late_registration_is_buildable_but_not_builtin(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a private copy of the registry, restored afterwards, so no other test sees "tiny"
+    monkeypatch.setattr(zoo, "_BUILDERS", dict(zoo._BUILDERS))
+
+    @register("tiny")
+    class Tiny(nn.Module):
+        outputs_log_probs = False
+
+        def __init__(self, num_classes: int = 10) -> None:
+            super().__init__()
+            self.linear = nn.Linear(3 * 32 * 32, num_classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x.flatten(1))
+
+    assert model_names() == (*MODEL_NAMES, "tiny")
+    assert "tiny" not in MODEL_NAMES
+    assert isinstance(build_model("tiny", num_classes=3), Tiny)
+    with pytest.raises(UserError, match="tiny"):  # the error lists what is accepted now
+        build_model("tinny")
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

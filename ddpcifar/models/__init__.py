@@ -16,14 +16,14 @@ from torch import nn
 
 from ddpcifar.errors import UserError
 
-__all__ = ["MODEL_NAMES", "build_model", "register"]
+__all__ = ["MODEL_NAMES", "build_model", "model_names", "register"]
 
 # A builder is a model class (or any callable) taking `num_classes` and returning a module.
 ModelBuilder = Callable[..., nn.Module]
 B = TypeVar("B", bound=ModelBuilder)
 
-# Filled once, at import time, by the `register` decorators of the modules imported below;
-# never mutated afterwards, so it is not hidden mutable state in practice.
+# Filled at import time by the `register` decorators of the modules imported below. Later
+# additions only ever append (a test may register a tiny model); names are never replaced.
 _BUILDERS: dict[str, ModelBuilder] = {}
 
 
@@ -43,7 +43,13 @@ def register(name: str) -> Callable[[B], B]:
 # MODEL_NAMES (seed projects first, then the fast reference nets).
 from ddpcifar.models import era_s9, net5fc, vgg8bn, resnet9, airbench  # noqa: E402,F401
 
+# The built-in zoo, fixed at import. `model_names()` also includes models registered later.
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def model_names() -> tuple[str, ...]:
+    """Every name `build_model` accepts right now: MODEL_NAMES plus any registered since."""
+    return tuple(_BUILDERS)
 
 
 def build_model(name: str, num_classes: int = 10) -> nn.Module:
@@ -53,13 +59,9 @@ def build_model(name: str, num_classes: int = 10) -> nn.Module:
     typo in a spec or on the command line is one line on stderr rather than a KeyError traceback.
     """
     if name not in _BUILDERS:
-        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}")
     # bool is an int subclass; reject it so `num_classes=True` is not silently a 1-class model.
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise UserError(f"num_classes must be an integer >= 2: {num_classes!r}")
     return _BUILDERS[name](num_classes=num_classes)
 
-
-def model_names() -> tuple[str, ...]:
-    """Names registered now: MODEL_NAMES plus any registered later (e.g. by a plugin or test)."""
-    return tuple(_BUILDERS)
