@@ -47,6 +47,20 @@ def test_tail_holds_back_half_written_line(tmp_path: Path) -> None:
     assert tail.offset == path.stat().st_size
 
 
+def test_tail_reads_big_files_in_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"kind": "train", "epoch": i / 10, "step": i, "time": i,
+                         "values": {"loss": 1.0 / (i + 1)}}) for i in range(200)]
+    path.write_text("\n".join(lines) + "\n")
+    tail = MetricsTail(path, chunk_bytes=1000)  # lines straddle chunk boundaries
+    first = tail.read()
+    assert first.more and 0 < len(first.records) < 200
+    rest = tail.read_all()
+    assert not rest.more and rest.bad_lines == []
+    steps = [r["step"] for r in first.records + rest.records]
+    assert steps == list(range(200))
+
+
 def test_tail_skips_garbage_and_restarts_after_truncation(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     good = json.dumps({"kind": "train", "epoch": 1, "step": 1, "time": 1, "values": {}})

@@ -84,7 +84,7 @@ def export_run(run_dir: Path, out: Path, *, epoch: int | None = None) -> list[Pa
     name = status.get("name") or run_dir.name
 
     tail = MetricsTail(run_dir / "metrics.jsonl")
-    result = tail.read()
+    result = tail.read_all()
     log = MetricsLog()
     log.add(result.records)
     curves = log.curves()

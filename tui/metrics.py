@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-# Read at most this much per call so one huge file cannot stall a poll for long.
-_CHUNK = 64 * 1024 * 1024
+# Read at most this much per call: a long log is shown progressively, chunk by chunk.
+CHUNK_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -27,13 +27,15 @@ class TailResult:
     bad_lines: list[str] = field(default_factory=list)  # "line N: reason"
     missing: bool = False
     reset: bool = False  # the file shrank or was replaced: start over from byte 0
+    more: bool = False  # stopped at CHUNK_BYTES: call read() again for the rest
 
 
 class MetricsTail:
     """Incremental reader of one metrics.jsonl: remembers the byte offset and a partial line."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> None:
         self.path = Path(path)
+        self.chunk_bytes = chunk_bytes
         self.offset = 0
         self.line_no = 0
         self._partial = b""
@@ -54,8 +56,9 @@ class MetricsTail:
                 result.reset = True
             self._inode = st.st_ino
             fh.seek(self.offset)
-            chunk = fh.read(_CHUNK)
+            chunk = fh.read(self.chunk_bytes)
         self.offset += len(chunk)
+        result.more = len(chunk) == self.chunk_bytes
         data = self._partial + chunk
         lines = data.split(b"\n")
         self._partial = lines.pop()  # b"" when data ended with a newline
@@ -73,6 +76,18 @@ class MetricsTail:
                 continue
             result.records.append(record)
         return result
+
+    def read_all(self) -> TailResult:
+        """Everything available now, however many chunks that takes (for one-shot readers)."""
+        total = TailResult()
+        while True:
+            part = self.read()
+            total.missing = part.missing
+            total.reset |= part.reset
+            total.records += part.records
+            total.bad_lines += part.bad_lines
+            if not part.more:
+                return total
 
     @property
     def pending_bytes(self) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from textual.message import Message
 
@@ -30,51 +30,53 @@ class RunWatcher:
         self._epochs: dict[str, list[int]] = {}
         self._problems_seen: set[str] = set()
 
-    def poll(self, watched: Sequence[str]) -> list[Message]:
-        """One round: the run list, then metrics and sample epochs for `watched` runs."""
-        out: list[Message] = []
+    def poll(self, watched: Sequence[str]) -> Iterator[Message]:
+        """One round: the run list, then metrics and sample epochs for `watched` runs.
+
+        A generator, so the caller can post each message as soon as it exists (a long
+        metrics file is then drawn progressively, chunk by chunk).
+        """
         scan = self.scanner.scan(self.clock())
-        out.append(RunsScanned(scan.runs))
+        yield RunsScanned(scan.runs)
         for problem in scan.problems:
-            out.extend(self._problem(problem))
+            yield from self._problem(problem)
         for name in watched:
-            out.extend(self._follow(name))
+            yield from self._follow(name)
         if watched:
             epochs = sample_epochs(self.runs_dir / watched[0])
             if self._epochs.get(watched[0]) != epochs:
                 self._epochs[watched[0]] = epochs
-                out.append(SampleEpochsListed(watched[0], epochs))
-        return out
+                yield SampleEpochsListed(watched[0], epochs)
 
     def forget_epochs(self, name: str) -> None:
         """Make the next poll re-announce `name`'s sample epochs (after a re-selection)."""
         self._epochs.pop(name, None)
 
-    def _follow(self, name: str) -> list[Message]:
+    def _follow(self, name: str) -> Iterator[Message]:
         if name not in self._tails:
             self._tails[name] = (MetricsTail(self.runs_dir / name / "metrics.jsonl"), MetricsLog())
         tail, log = self._tails[name]
-        result = tail.read()
-        out: list[Message] = []
-        if result.missing:
-            if name not in self._posted:
+        while True:
+            result = tail.read()
+            if result.missing:
+                if name not in self._posted:
+                    self._posted.add(name)
+                    yield MetricsUpdated(name, None, f"{name}: no metrics.jsonl yet")
+                return
+            if result.reset:
+                log = MetricsLog()
+                self._tails[name] = (tail, log)
+            for bad in result.bad_lines:
+                yield from self._problem(f"{name}/metrics.jsonl {bad}: skipped")
+            if result.records or result.reset or name not in self._posted:
+                log.add(result.records)
                 self._posted.add(name)
-                out.append(MetricsUpdated(name, None, f"{name}: no metrics.jsonl yet"))
-            return out
-        if result.reset:
-            log = MetricsLog()
-            self._tails[name] = (tail, log)
-        for bad in result.bad_lines:
-            out.extend(self._problem(f"{name}/metrics.jsonl {bad}: skipped"))
-        if result.records or result.reset or name not in self._posted:
-            log.add(result.records)
-            self._posted.add(name)
-            out.append(MetricsUpdated(name, log.curves()))
-        return out
+                yield MetricsUpdated(name, log.curves())
+            if not result.more:
+                return
 
-    def _problem(self, text: str) -> list[Message]:
+    def _problem(self, text: str) -> Iterator[Message]:
         # Each distinct problem is reported once, not on every poll.
-        if text in self._problems_seen:
-            return []
-        self._problems_seen.add(text)
-        return [ReadProblem(text)]
+        if text not in self._problems_seen:
+            self._problems_seen.add(text)
+            yield ReadProblem(text)
