@@ -279,118 +279,157 @@ def _mark_failed(rundir: RunWriter, err: BaseException) -> None:
 
 
 def _fit(cfg: ScratchConfig, data: ScratchData, rundir: RunWriter, progress: bool) -> dict:
-    dtype = np.dtype(cfg.dtype)
     if cfg.blas_threads is not None:
         set_blas_threads(cfg.blas_threads)
-    net = Sequential(cfg.architecture, input_shape=data.train_x.shape[1:], seed=cfg.seed,
-                     dtype=dtype)
-    if net.num_outputs != data.num_classes:
-        raise UserError(f"architecture: last layer has {net.num_outputs} outputs, the data "
-                        f"{data.num_classes} classes")
-    criterion = SoftmaxCrossEntropy()
-    opt = SGD(net.params(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(data.train_y) / cfg.batch_size)
-    lr_at = make_schedule(cfg, steps_per_epoch)
-    normalize = Normalizer(data.mean, data.std, dtype)
-    rng = np.random.default_rng(cfg.seed + 1)  # shuffling and augmentation
-    ckpt_dir = Path(rundir.path) / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-
-    step = 0
-    best: dict[str, Any] | None = None  # the evaluation with the lowest test loss
-    best_top1 = 0.0
-    val_top1: float | None = None
-    last: Evaluation | None = None
-    train_time = 0.0
-    images_per_s = 0.0
-    t_start, cpu_start = time.perf_counter(), time.process_time()
+    run = _Run(cfg, data, rundir)
     bar = _progress(progress)
     if bar is not None:
         bar.start()
     try:
         for epoch in range(1, cfg.epochs + 1):
-            task = (bar.add_task(f"epoch {epoch}/{cfg.epochs}", total=steps_per_epoch,
-                                 loss=float("nan"), acc=0.0, ips=0.0) if bar is not None else None)
-            ep_loss = ep_correct = ep_seen = 0.0
-            win_loss = win_correct = win_seen = 0.0
-            t_epoch = t_window = time.perf_counter()
-            for i, idx in enumerate(batches(len(data.train_y), cfg.batch_size, rng)):
-                x = data.train_x[idx]
-                if cfg.augment:
-                    x = flip_translate(x, rng, cfg.max_shift)
-                y = data.train_y[idx]
-                logits = net.forward(normalize(x), train=True)
-                loss = criterion.forward(logits, y)
-                if not math.isfinite(loss):
-                    raise UserError(f"training diverged (loss {loss}) at step {step}; "
-                                    f"lower lr: {cfg.lr}")
-                net.backward(criterion.backward())
-                opt.lr = lr_at(step)
-                opt.step(net.grads())
-                step += 1
-
-                correct = float((logits.argmax(axis=1) == y).sum())
-                ep_loss += loss * len(y); ep_correct += correct; ep_seen += len(y)
-                win_loss += loss * len(y); win_correct += correct; win_seen += len(y)
-                last_batch = i + 1 == steps_per_epoch
-                if step % cfg.log_every == 0 or last_batch:
-                    now = time.perf_counter()
-                    ips = win_seen / max(now - t_window, 1e-9)
-                    rundir.log("train", epoch=round(epoch - 1 + (i + 1) / steps_per_epoch, 4),
-                               step=step, values={"loss": win_loss / win_seen,
-                                                  "top1": win_correct / win_seen,
-                                                  "lr": opt.lr, "images_per_s": ips})
-                    if task is not None:
-                        bar.update(task, loss=win_loss / win_seen, acc=win_correct / win_seen,
-                                   ips=ips)
-                    win_loss = win_correct = win_seen = 0.0
-                    t_window = now
-                if task is not None:
-                    bar.advance(task)
-            epoch_time = time.perf_counter() - t_epoch
-            train_time += epoch_time
-            images_per_s = ep_seen / epoch_time
-
-            last = evaluate(net, data.test_x, data.test_y, normalize, data.num_classes,
-                            cfg.eval_batch_size)
-            val_top1 = (evaluate(net, data.val_x, data.val_y, normalize, data.num_classes,
-                                 cfg.eval_batch_size).top1 if len(data.val_y) else None)
-            values = last.metrics()
-            values.update(train_loss=ep_loss / ep_seen, train_top1=ep_correct / ep_seen,
-                          val_top1=val_top1)
-            rundir.log("eval", epoch=epoch, step=step, values=values)
-            _write_misclassified(rundir, epoch, data, last, cfg.max_samples)
-            if best is None or last.loss < best["loss"]:
-                net.save(ckpt_dir / Path(BEST_CHECKPOINT).name)
-                best = {"epoch": epoch, "loss": last.loss, "top1": last.top1,
-                        "checkpoint": BEST_CHECKPOINT}
-            best_top1 = max(best_top1, last.top1)
-            rundir.write_status(epoch=epoch, best_top1=best_top1, last_top1=last.top1,
-                                images_per_s=images_per_s)
-            if bar is not None:
-                bar.console.print(f"epoch {epoch}: test top1 {last.top1:.4f}  loss "
-                                  f"{last.loss:.4f}  val top1 "
-                                  f"{'-' if val_top1 is None else f'{val_top1:.4f}'}")
+            train_loss, train_top1 = run.train_epoch(epoch, bar)
+            run.evaluate_epoch(epoch, train_loss, train_top1, bar)
     finally:
         if bar is not None:
             bar.stop()
+    return run.finish()
 
-    assert last is not None and best is not None
-    net.save(ckpt_dir / Path(FINAL_CHECKPOINT).name)
-    summary = {
-        "wall_time_s": round(time.perf_counter() - t_start, 3),
-        # CPU seconds of all this process's threads: on a shared machine this says how long
-        # the run would take alone (with one BLAS thread), whatever the wall time was.
-        "cpu_time_s": round(time.process_time() - cpu_start, 3),
-        "images_per_s": round(len(data.train_y) * cfg.epochs / train_time, 1),
-        "parameters": net.num_parameters(),
-        "best": best,
-        "final": {"epoch": cfg.epochs, **last.metrics()},
-        "val_top1": val_top1,
-        "checkpoint": FINAL_CHECKPOINT,
-    }
-    rundir.write_summary(summary)
-    return summary
+
+class _Running:
+    """Sums of loss, correct predictions and images over a window of steps."""
+
+    def __init__(self) -> None:
+        self.loss = self.correct = self.seen = 0.0
+        self.t0 = time.perf_counter()
+
+    def add(self, loss: float, correct: float, n: int) -> None:
+        self.loss += loss * n
+        self.correct += correct
+        self.seen += n
+
+    def mean_loss(self) -> float:
+        return self.loss / max(self.seen, 1)
+
+    def top1(self) -> float:
+        return self.correct / max(self.seen, 1)
+
+    def images_per_s(self) -> float:
+        return self.seen / max(time.perf_counter() - self.t0, 1e-9)
+
+
+class _Run:
+    """One training run: the network, optimizer and schedule, and what it has logged so far."""
+
+    def __init__(self, cfg: ScratchConfig, data: ScratchData, rundir: RunWriter) -> None:
+        self.cfg, self.data, self.rundir = cfg, data, rundir
+        self.dtype = np.dtype(cfg.dtype)
+        self.net = Sequential(cfg.architecture, input_shape=data.train_x.shape[1:],
+                              seed=cfg.seed, dtype=self.dtype)
+        if self.net.num_outputs != data.num_classes:
+            raise UserError(f"architecture: last layer has {self.net.num_outputs} outputs, "
+                            f"the data {data.num_classes} classes")
+        self.criterion = SoftmaxCrossEntropy()
+        self.opt = SGD(self.net.params(), lr=cfg.lr, momentum=cfg.momentum,
+                       weight_decay=cfg.weight_decay)
+        self.steps_per_epoch = math.ceil(len(data.train_y) / cfg.batch_size)
+        self.lr_at = make_schedule(cfg, self.steps_per_epoch)
+        self.normalize = Normalizer(data.mean, data.std, self.dtype)
+        self.rng = np.random.default_rng(cfg.seed + 1)  # shuffling and augmentation
+        self.ckpt_dir = Path(rundir.path) / "checkpoints"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.step = 0
+        self.train_time = 0.0
+        self.images_per_s = 0.0  # of the latest epoch
+        self.best: dict[str, Any] | None = None  # the evaluation with the lowest test loss
+        self.best_top1 = 0.0
+        self.last: Evaluation | None = None
+        self.val_top1: float | None = None
+        self.t_start, self.cpu_start = time.perf_counter(), time.process_time()
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """One SGD step on a uint8 batch; returns (mean loss, number correct) before the step."""
+        logits = self.net.forward(self.normalize(x), train=True)
+        loss = self.criterion.forward(logits, y)
+        if not math.isfinite(loss):
+            raise UserError(f"training diverged (loss {loss}) at step {self.step}; "
+                            f"lower lr: {self.cfg.lr}")
+        self.net.backward(self.criterion.backward())
+        self.opt.lr = self.lr_at(self.step)
+        self.opt.step(self.net.grads())
+        self.step += 1
+        return loss, float((logits.argmax(axis=1) == y).sum())
+
+    def train_epoch(self, epoch: int, bar: Any) -> tuple[float, float]:
+        """One pass over the shuffled training part; logs `train` lines; (loss, top1)."""
+        cfg, data = self.cfg, self.data
+        task = (bar.add_task(f"epoch {epoch}/{cfg.epochs}", total=self.steps_per_epoch,
+                             loss=float("nan"), acc=0.0, ips=0.0) if bar is not None else None)
+        whole, window = _Running(), _Running()
+        for i, idx in enumerate(batches(len(data.train_y), cfg.batch_size, self.rng)):
+            x = data.train_x[idx]
+            if cfg.augment:
+                x = flip_translate(x, self.rng, cfg.max_shift)
+            loss, correct = self.train_step(x, data.train_y[idx])
+            whole.add(loss, correct, len(idx))
+            window.add(loss, correct, len(idx))
+            if self.step % cfg.log_every == 0 or i + 1 == self.steps_per_epoch:
+                values = {"loss": window.mean_loss(), "top1": window.top1(), "lr": self.opt.lr,
+                          "images_per_s": window.images_per_s()}
+                self.rundir.log("train", epoch=round(epoch - 1 + (i + 1) / self.steps_per_epoch,
+                                                     4), step=self.step, values=values)
+                if task is not None:
+                    bar.update(task, loss=values["loss"], acc=values["top1"],
+                               ips=values["images_per_s"])
+                window = _Running()
+            if task is not None:
+                bar.advance(task)
+        self.train_time += time.perf_counter() - whole.t0
+        self.images_per_s = whole.images_per_s()
+        return whole.mean_loss(), whole.top1()
+
+    def evaluate_epoch(self, epoch: int, train_loss: float, train_top1: float, bar: Any) -> None:
+        """Validation and test accuracy; `eval` line, samples, best checkpoint, status."""
+        cfg, data = self.cfg, self.data
+        last = evaluate(self.net, data.test_x, data.test_y, self.normalize, data.num_classes,
+                        cfg.eval_batch_size)
+        self.val_top1 = (evaluate(self.net, data.val_x, data.val_y, self.normalize,
+                                  data.num_classes, cfg.eval_batch_size).top1
+                         if len(data.val_y) else None)
+        values = last.metrics()
+        values.update(train_loss=train_loss, train_top1=train_top1, val_top1=self.val_top1)
+        self.rundir.log("eval", epoch=epoch, step=self.step, values=values)
+        _write_misclassified(self.rundir, epoch, data, last, cfg.max_samples)
+        if self.best is None or last.loss < self.best["loss"]:
+            self.net.save(self.ckpt_dir / Path(BEST_CHECKPOINT).name)
+            self.best = {"epoch": epoch, "loss": last.loss, "top1": last.top1,
+                         "checkpoint": BEST_CHECKPOINT}
+        self.best_top1 = max(self.best_top1, last.top1)
+        self.last = last
+        self.rundir.write_status(epoch=epoch, best_top1=self.best_top1, last_top1=last.top1,
+                                 images_per_s=self.images_per_s)
+        if bar is not None:
+            val = "-" if self.val_top1 is None else f"{self.val_top1:.4f}"
+            bar.console.print(f"epoch {epoch}: test top1 {last.top1:.4f}  loss {last.loss:.4f}"
+                              f"  val top1 {val}")
+
+    def finish(self) -> dict:
+        """Save the final weights and write summary.json; returns the summary."""
+        assert self.last is not None and self.best is not None, "no epoch finished"
+        self.net.save(self.ckpt_dir / Path(FINAL_CHECKPOINT).name)
+        summary = {
+            "wall_time_s": round(time.perf_counter() - self.t_start, 3),
+            # CPU seconds of all this process's threads: on a shared machine this says how long
+            # the run would take alone (with one BLAS thread), whatever the wall time was.
+            "cpu_time_s": round(time.process_time() - self.cpu_start, 3),
+            "images_per_s": round(len(self.data.train_y) * self.cfg.epochs / self.train_time, 1),
+            "parameters": self.net.num_parameters(),
+            "best": self.best,
+            "final": {"epoch": self.cfg.epochs, **self.last.metrics()},
+            "val_top1": self.val_top1,
+            "checkpoint": FINAL_CHECKPOINT,
+        }
+        self.rundir.write_summary(summary)
+        return summary
 
 
 def _write_misclassified(rundir: RunWriter, epoch: int, data: ScratchData, ev: Evaluation,
