@@ -18,6 +18,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Terminal dashboard for ddpcifar training runs. Reads run directories "
                     "(status.json, metrics.jsonl, samples/*.npz, summary.json) and never writes "
                     "to them. Press ? inside for the key bindings.",
+        epilog="examples:\n  python -m tui                       # follow ./runs\n"
+               "  python -m tui --runs /data/runs     # another runs directory\n"
+               "  python -m tui export runs/era_s9 --out plots/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--runs", type=Path, default=Path("runs"), metavar="DIR",
                         help="directory holding one sub-directory per run (default: runs/)")

@@ -21,6 +21,7 @@ DPI = 100
 FIGURES = {"loss": (1000, 600), "accuracy": (1000, 600), "per_class": (1000, 600),
            "confusion": (900, 800), "misclassified": (1600, 1200)}
 GRID_COLS, GRID_ROWS = 8, 5
+SMOOTH_FROM = 100  # train points needed before a smoothed line is drawn over the raw one
 
 
 def _figure(name: str) -> Any:
@@ -54,10 +55,12 @@ def _curve_figure(name: str, title: str, curves: Curves, train: np.ndarray, test
                   ylabel: str, scale: float) -> Any:
     fig = _figure(name)
     ax = fig.add_subplot()
-    if len(train):
+    if len(train) >= SMOOTH_FROM:
         ax.plot(curves.train_epoch, train * scale, color="#9ecae1", lw=1, label="train (raw)")
-        ax.plot(curves.train_epoch, ema(train, 0.8) * scale, color="#1f77b4", lw=2,
-                label="train (EMA 0.8)")
+        ax.plot(curves.train_epoch, ema(train, 0.9) * scale, color="#1f77b4", lw=2,
+                label="train (EMA 0.9)")
+    elif len(train):  # too few points for an EMA that does not lag visibly
+        ax.plot(curves.train_epoch, train * scale, color="#1f77b4", lw=2, label="train")
     if len(test):
         ax.plot(curves.eval_epoch, test * scale, "o-", color="#ff7f0e", lw=2, ms=4, label="test")
     ax.set_title(title)
