@@ -191,7 +191,8 @@ def test_ffcv_basic_augmentation_changes_images(data_dir: Path) -> None:
     cfg = AugmentConfig(kind="basic", translate=4, cutout=8)
     loader = make(data_dir, "ffcv", split="train", train=True, batch_size=32, augment=cfg)
     batch = next(iter(loader))
-    assert batch.images.shape == (32, 3, 32, 32) and batch.images.is_contiguous(memory_format=torch.channels_last)
+    assert batch.images.shape == (32, 3, 32, 32)
+    assert batch.images.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(batch.labels, batch.index)
     plain = encoded_split(N_TRAIN, 0).images[batch.index.numpy()]
     changed = (pixels(batch).permute(0, 2, 3, 1).numpy() != plain).any(axis=(1, 2, 3))
@@ -241,8 +242,11 @@ def test_memory_train_shards_match_ffcv_and_are_disjoint(data_dir: Path, ffcv_tr
 
 def test_memory_augmentation_is_seeded_per_epoch_and_rank(data_dir: Path) -> None:
     cfg = AugmentConfig(kind="basic", translate=4, cutout=8)
-    loaders = {(seed, rank): make(data_dir, "memory", split="train", train=True, batch_size=32, seed=seed,
-                                  rank=rank, world_size=2, augment=cfg) for seed, rank in [(0, 0), (0, 1), (1, 0)]}
+    loaders = {
+        (seed, rank): make(data_dir, "memory", split="train", train=True, batch_size=32, seed=seed,
+                           rank=rank, world_size=2, augment=cfg)
+        for seed, rank in [(0, 0), (0, 1), (1, 0)]
+    }
 
     def first_batch(seed: int, epoch: int, rank: int = 0) -> Batch:
         loader = loaders[(seed, rank)]
@@ -359,3 +363,28 @@ def test_build_loader_refuses_bad_arguments(data_dir: Path, tmp_path: Path) -> N
         make(data_dir, "memory", rank=2, world_size=2)
     with pytest.raises(UserError, match="too small for one full batch"):
         make(data_dir, "memory", split="train", train=True, batch_size=128, world_size=2)
+
+
+# --- the converter's output -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["memory", "ffcv"])
+def test_prepared_data_reads_back_exactly_with_meta_constants(prepared_data, kind: str) -> None:
+    """The converter's data dir (session fixture), normalised with its meta.json mean/std."""
+    from ddpcifar.data.meta import load_meta
+
+    meta = load_meta(prepared_data.data_dir)
+    loader = build_loader(
+        DataConfig(dir=prepared_data.data_dir, loader=kind, num_workers=1), AugmentConfig(),
+        split="test", batch_size=64, train=False, rank=0, world_size=1, seed=0, device=CPU,
+        mean=meta.mean, std=meta.std,
+    )
+    batches = list(loader)
+    images = torch.cat([b.images for b in batches])
+    mean, std = torch.tensor(meta.mean).view(1, 3, 1, 1), torch.tensor(meta.std).view(1, 3, 1, 1)
+    pixels_hwc = (images * std + mean).round().permute(0, 2, 3, 1)
+    assert np.array_equal(pixels_hwc.numpy().astype(np.uint8), prepared_data.test.images)
+    assert torch.cat([b.labels for b in batches]).tolist() == prepared_data.test.labels.tolist()
+    # The meta constants really normalise this split: per-channel mean ~0, std ~1.
+    assert images.mean(dim=(0, 2, 3)).abs().max() < 0.05
+    assert (images.std(dim=(0, 2, 3)) - 1).abs().max() < 0.05

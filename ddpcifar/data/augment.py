@@ -44,7 +44,9 @@ class PixelTable:
         extra = torch.tensor([list(fill)], dtype=torch.uint8, device=images.device)
         return cls(torch.cat([padded.reshape(-1, 3), extra]), h, w, pad)
 
-    def index(self, take: torch.Tensor, cfg: AugmentConfig | None, gen: torch.Generator | None) -> torch.Tensor:
+    def index(
+        self, take: torch.Tensor, cfg: AugmentConfig | None, gen: torch.Generator | None
+    ) -> torch.Tensor:
         """Table row of every output pixel (n,h,w) of images `take`; augmented if cfg.kind is 'basic'.
 
         In image terms: flip (prob. flip_p), then shift by (dy, dx) each uniform in

@@ -100,7 +100,8 @@ class Normalizer:
             # Constants expanded to a whole channels_last image: broadcasting then runs over the
             # batch dim only, with contiguous inner loops (2.5x faster on CPU than (1,3,1,1)).
             self.full[size] = tuple(
-                c.expand(1, 3, *size).contiguous(memory_format=torch.channels_last) for c in (self.scale, self.shift)
+                c.expand(1, 3, *size).contiguous(memory_format=torch.channels_last)
+                for c in (self.scale, self.shift)
             )
         scale, shift = self.full[size]
         return torch.addcmul(shift, images.float(), scale)

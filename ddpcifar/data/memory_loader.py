@@ -40,7 +40,9 @@ class MemoryBatchLoader:
     ) -> None:
         from ddpcifar.data.beton import read_split  # the converter's reader (FFCV, file order)
 
+        threads = torch.get_num_threads()
         images, labels = read_split(data.dir, split)
+        torch.set_num_threads(threads)  # read_split runs FFCV, which resets torch's thread count
         if data.max_samples is not None:
             images, labels = images[: data.max_samples], labels[: data.max_samples]
         self.n = len(labels)
@@ -93,7 +95,9 @@ class MemoryBatchLoader:
         gen.manual_seed(derive_seed(self.seed, self.epoch, self.rank))
         return self._iter_tensor(order, order, gen)
 
-    def _iter_tensor(self, samples: np.ndarray, index: np.ndarray, gen: torch.Generator | None) -> Iterator[Batch]:
+    def _iter_tensor(
+        self, samples: np.ndarray, index: np.ndarray, gen: torch.Generator | None
+    ) -> Iterator[Batch]:
         samples_t = torch.from_numpy(samples).to(self.device)
         index_t = torch.from_numpy(index.astype(np.int64)).to(self.device)
         for start in range(0, len(samples), self.batch_size):
@@ -150,7 +154,8 @@ class AlbumentationsEpoch(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         take = self.batches[i]
         out = np.stack([self.pipeline(image=self.images[j])["image"] for j in take])
-        return torch.from_numpy(out), torch.from_numpy(self.labels[take]), torch.from_numpy(take.astype(np.int64))
+        labels, index = self.labels[take], take.astype(np.int64)
+        return torch.from_numpy(out), torch.from_numpy(labels), torch.from_numpy(index)
 
 
 def _seed_worker(worker_id: int) -> None:
