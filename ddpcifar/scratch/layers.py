@@ -17,6 +17,9 @@ from ddpcifar.scratch.im2col import col2im, im2col, output_size, pad_hw
 class Module:
     """Base class: forward, backward, and the parameters/gradients it owns (by name)."""
 
+    # Layers with parameters may skip d(loss)/d(input) when nothing upstream needs it.
+    needs_input_grad: bool = True
+
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
         raise NotImplementedError
 

@@ -106,10 +106,9 @@ class Sequential:
         # Nothing upstream of the first parametrised layer wants d(loss)/d(input): backward
         # stops there, and that layer skips computing its input gradient.
         self._first_param = 0 if input_grad else next(
-            (i for i, layer in enumerate(self.layers) if hasattr(layer, "needs_input_grad")), 0)
-        first = self.layers[self._first_param]
-        if not input_grad and hasattr(first, "needs_input_grad"):
-            first.needs_input_grad = False  # type: ignore[attr-defined]
+            (i for i, layer in enumerate(self.layers) if layer.params()), 0)
+        if not input_grad:
+            self.layers[self._first_param].needs_input_grad = False
 
     def _build(self, i: int, spec: dict[str, Any], shape: tuple[int, ...],
                rng: np.random.Generator) -> tuple[Module, tuple[int, ...]]:
