@@ -101,10 +101,6 @@ def rasterise(x: np.ndarray, y: np.ndarray, xlim: tuple[float, float],
 class LineChart(Widget):
     """Line chart of one or more `Series`, with y labels on the left and x labels below."""
 
-    DEFAULT_CSS = """
-    LineChart { height: 1fr; width: 1fr; }
-    """
-
     def __init__(self, *, y_format: Callable[[float], str] = fmt_tick, name: str | None = None,
                  id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
