@@ -226,6 +226,7 @@ async def test_damaged_files_show_notices(runs: Path) -> None:
         fh.write("this is not json\n")
         fh.write('{"kind": "eval", "epoch": 4, "st')  # half-written: held back, no error
     (runs / "era_short" / "metrics.jsonl").unlink()
+    (runs / "era_short" / "summary.json").write_text('{"final": ')
     (runs / "ghost" / "status.json").write_text('{"state": "runn')
     (runs / "resnet_long" / "samples" / "epoch_0009.npz").write_bytes(b"not a zip at all")
     app = make_app(runs)
@@ -241,6 +242,7 @@ async def test_damaged_files_show_notices(runs: Path) -> None:
         assert len(loss.series[1].x) == 3  # the half-written 4th eval is not shown
         await select_run(pilot, app, "era_short")
         await wait_until(pilot, lambda: "no metrics.jsonl yet" in text_of(app, "#curves-status"))
+        await wait_until(pilot, lambda: "era_short/summary.json: not valid JSON" in text_of(app, "#notice"))
         await select_run(pilot, app, "resnet_long")
         await pilot.press("2")
         grid = app.screen_stack[0].query_one(SampleGrid)

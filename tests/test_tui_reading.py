@@ -173,6 +173,8 @@ def test_rasterise_covers_polyline_and_handles_many_points() -> None:
     px, py = rasterise(big_x, np.sin(big_x / 1000), (0, n - 1), (-1, 1), 200, 80)
     assert px.min() == 0 and px.max() == 199 and py.min() == 0 and py.max() == 79
     assert len(rasterise(np.array([np.nan]), np.array([1.0]), (0, 1), (0, 1), 4, 4)[0]) == 0
+    px, py = rasterise(np.array([0.5]), np.array([0.5]), (0, 1), (0, 1), 9, 9)
+    assert set(zip(px.tolist(), py.tolist())) == {(4, 4), (3, 4), (5, 4), (4, 3), (4, 5)}
 
 
 def test_compact_json_roundtrips() -> None:

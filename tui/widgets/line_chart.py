@@ -76,8 +76,10 @@ def rasterise(x: np.ndarray, y: np.ndarray, xlim: tuple[float, float],
     py = np.rint((ylim[1] - y) / (ylim[1] - ylim[0]) * (height - 1)).astype(np.int64)
     px = np.clip(px, 0, width - 1)
     py = np.clip(py, 0, height - 1)
-    if len(px) == 1:
-        return px, py
+    if len(px) == 1:  # a lone point (one evaluation so far): a small plus, not one dot
+        cx = np.clip(px[0] + np.array([0, -1, 1, 0, 0]), 0, width - 1)
+        cy = np.clip(py[0] + np.array([0, 0, 0, -1, 1]), 0, height - 1)
+        return cx, cy
     # Per dot column: the first, last, lowest and highest dot the polyline visits there.
     order = np.argsort(px, kind="stable")
     px, py = px[order], py[order]
