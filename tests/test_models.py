@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -131,6 +133,18 @@ def test_forward_backward_channels_last_bf16(name: str) -> None:
     for param_name, param in trainable:
         assert param.grad is not None, f"{name}.{param_name} got no gradient"
         assert torch.isfinite(param.grad).all(), f"{name}.{param_name} has a non-finite gradient"
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_initial_predictions_are_near_uniform(name: str) -> None:
+    # A sensible init starts near the uniform prediction (entropy ln(classes), so loss about
+    # ln(classes)); a badly scaled head starts confidently random, far below it.
+    torch.manual_seed(0)
+    model = build_model(name).train()
+    with torch.no_grad():
+        log_probs = F.log_softmax(model(torch.randn(8, 3, 32, 32)), dim=1)
+    entropy = -(log_probs.exp() * log_probs).sum(dim=1).mean()
+    assert math.log(10) - entropy.item() < 0.1
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -98,8 +98,11 @@ class EraS9(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        # The classifier is not followed by a ReLU: start it small so the first predictions
+        # are near uniform (loss ~ ln(num_classes)) instead of confidently random.
+        classifier = self.head[1]
+        nn.init.normal_(classifier.weight, 0.0, 0.01)
+        nn.init.zeros_(classifier.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.c4(self.c3(self.c2(self.c1(x)))))

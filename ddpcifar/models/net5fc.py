@@ -66,6 +66,9 @@ class Net5FC(nn.Module):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        # The output layer has no ReLU after it: start it small so the first predictions are
+        # near uniform (loss ~ ln(num_classes)) instead of confidently random.
+        nn.init.normal_(self.classifier[-1].weight, 0.0, 0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
