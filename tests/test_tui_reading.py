@@ -182,3 +182,25 @@ def test_compact_json_roundtrips() -> None:
     text = compact_json(value)
     assert json.loads(text) == value
     assert '"a": [1, 2]' in text and "  [3, 4]" in text
+
+
+def test_watcher_reports_problems_once_and_streams_chunks(tmp_path: Path) -> None:
+    from tui.messages import MetricsUpdated, ReadProblem, RunsScanned, SampleEpochsListed
+    from tui.watcher import RunWatcher
+
+    write_run(tmp_path, "big", done=8)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "status.json").write_text("nope")
+    # small chunks: one poll posts several growing updates
+    watcher = RunWatcher(tmp_path, clock=lambda: NOW, chunk_bytes=2000)
+    first = list(watcher.poll(["big"]))
+    assert isinstance(first[0], RunsScanned) and len(first[0].runs) == 2
+    assert [m.text for m in first if isinstance(m, ReadProblem)] == [
+        "bad/status.json: unreadable (Expecting value: line 1 column 1 (char 0))"]
+    updates = [m for m in first if isinstance(m, MetricsUpdated)]
+    assert len(updates) > 2
+    sizes = [len(m.curves.train_step) for m in updates]
+    assert sizes == sorted(sizes) and sizes[-1] == 8 * 4  # 4 train lines per epoch
+    assert [m.epochs for m in first if isinstance(m, SampleEpochsListed)] == [list(range(1, 9))]
+    again = list(watcher.poll(["big"]))
+    assert [type(m) for m in again] == [RunsScanned]  # nothing new: no repeats

@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Sequence
 from textual.message import Message
 
 from tui.messages import MetricsUpdated, ReadProblem, RunsScanned, SampleEpochsListed
-from tui.metrics import MetricsLog, MetricsTail
+from tui.metrics import CHUNK_BYTES, MetricsLog, MetricsTail
 from tui.runs import RunScanner
 from tui.samples import sample_epochs
 
@@ -21,9 +21,11 @@ from tui.samples import sample_epochs
 class RunWatcher:
     """Turns the state of a runs directory into messages; call `poll` from one thread only."""
 
-    def __init__(self, runs_dir: str | os.PathLike, clock: Callable[[], float]) -> None:
+    def __init__(self, runs_dir: str | os.PathLike, clock: Callable[[], float],
+                 chunk_bytes: int = CHUNK_BYTES) -> None:
         self.runs_dir = Path(runs_dir)
         self.clock = clock
+        self.chunk_bytes = chunk_bytes
         self.scanner = RunScanner(runs_dir)
         self._tails: dict[str, tuple[MetricsTail, MetricsLog]] = {}
         self._posted: set[str] = set()  # runs whose current curves the UI already has
@@ -54,7 +56,8 @@ class RunWatcher:
 
     def _follow(self, name: str) -> Iterator[Message]:
         if name not in self._tails:
-            self._tails[name] = (MetricsTail(self.runs_dir / name / "metrics.jsonl"), MetricsLog())
+            tail = MetricsTail(self.runs_dir / name / "metrics.jsonl", self.chunk_bytes)
+            self._tails[name] = (tail, MetricsLog())
         tail, log = self._tails[name]
         while True:
             result = tail.read()
