@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -17,6 +18,16 @@ from ddpcifar.models.airbench import AirBench
 from ddpcifar.models.inspect import count_parameters, receptive_field
 
 BATCH = 4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    # These are tiny CPU workloads on a shared 2-core box; two intra-op threads competing with
+    # other processes were measured 2-20x slower than one (notes/models.md), so use one.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
