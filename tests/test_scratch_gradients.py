@@ -97,17 +97,19 @@ def test_maxpool_matches_torch(n, h, w, c, size, stride):
     assert rel_error(dx, nhwc(xt.grad)) < TOL
 
 
-def test_maxpool_ties_route_gradient_once_like_torch():
-    # Integer-valued input has many ties; torch gives each window's gradient to one position.
-    x = np.random.default_rng(3).integers(0, 2, size=(2, 6, 6, 2)).astype(np.float64)
-    pool = MaxPool2d(2)
-    grad_out = np.ones((2, 3, 3, 2))
-    pool.forward(x)
+@pytest.mark.parametrize("size, h, w", [(2, 6, 6), (3, 6, 9), (2, 7, 5)])
+def test_maxpool_ties_route_gradient_once_like_torch(size, h, w):
+    # 0/1 input has ties in most windows; torch gives each window's gradient to one position.
+    # (2, 6, 6) and (3, 6, 9) take the tiling path, (2, 7, 5) the strided-slab path.
+    x = np.random.default_rng(3).integers(0, 2, size=(2, h, w, 2)).astype(np.float64)
+    pool = MaxPool2d(size)
+    out = pool.forward(x)
+    grad_out = np.random.default_rng(4).standard_normal(out.shape)
     dx = pool.backward(grad_out)
     xt = nchw(x)
-    F.max_pool2d(xt, 2).backward(torch.ones(2, 2, 3, 3, dtype=torch.float64))
+    F.max_pool2d(xt, size).backward(torch.tensor(grad_out.transpose(0, 3, 1, 2)))
     assert rel_error(dx, nhwc(xt.grad)) < TOL
-    assert dx.sum() == grad_out.sum()
+    assert np.count_nonzero(dx) == out.size  # exactly one position per window
 
 
 def test_relu_matches_torch():

