@@ -204,3 +204,15 @@ def test_watcher_reports_problems_once_and_streams_chunks(tmp_path: Path) -> Non
     assert [m.epochs for m in first if isinstance(m, SampleEpochsListed)] == [list(range(1, 9))]
     again = list(watcher.poll(["big"]))
     assert [type(m) for m in again] == [RunsScanned]  # nothing new: no repeats
+
+
+def test_watcher_survives_an_unreadable_metrics_path(tmp_path: Path) -> None:
+    from tui.messages import ReadProblem
+    from tui.watcher import RunWatcher
+
+    run = write_run(tmp_path, "odd", done=1)
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").mkdir()  # a directory where the log should be
+    messages = list(RunWatcher(tmp_path, clock=lambda: NOW).poll(["odd"]))
+    problems = [m.text for m in messages if isinstance(m, ReadProblem)]
+    assert problems == ["odd/metrics.jsonl: cannot read (Is a directory)"]

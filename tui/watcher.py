@@ -60,7 +60,11 @@ class RunWatcher:
             self._tails[name] = (tail, MetricsLog())
         tail, log = self._tails[name]
         while True:
-            result = tail.read()
+            try:
+                result = tail.read()
+            except OSError as err:  # e.g. permissions, or a directory in its place
+                yield from self._problem(f"{name}/metrics.jsonl: cannot read ({err.strerror})")
+                return
             if result.missing:
                 if name not in self._posted:
                     self._posted.add(name)

@@ -70,6 +70,7 @@ class DashboardScreen(Screen[None]):
         self._loaded_samples: tuple[str, int] | None = None
         self._watched: tuple[str, ...] = ()
         self._wake = threading.Event()
+        self._notified: set[str] = set()
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -113,10 +114,13 @@ class DashboardScreen(Screen[None]):
         """Poll the runs directory until the screen goes away; only posts messages."""
         worker = get_current_worker()
         while not worker.is_cancelled:
-            for message in self.watcher.poll(self._watched):
-                if worker.is_cancelled:
-                    return
-                self.post_message(message)
+            try:
+                for message in self.watcher.poll(self._watched):
+                    if worker.is_cancelled:
+                        return
+                    self.post_message(message)
+            except Exception as err:  # noqa: BLE001 - a poll must never kill the dashboard
+                self.post_message(ReadProblem(f"polling {self.runs_dir} failed: {err!r}"[:200]))
             self._wake.wait(self.poll_interval)
             self._wake.clear()
 
@@ -135,7 +139,8 @@ class DashboardScreen(Screen[None]):
         summary_text, p2 = read_json_text(self.runs_dir / run / "summary.json")
         summary = None
         if summary_text is not None and p2 is None:
-            summary = json.loads(summary_text)
+            parsed = json.loads(summary_text)
+            summary = parsed if isinstance(parsed, dict) else None
         problems = [f"{run}/{p}" for p in (p1, p2) if p]
         self.post_message(DetailsLoaded(run, spec, summary_text, summary, problems))
 
@@ -171,8 +176,8 @@ class DashboardScreen(Screen[None]):
             self._request_samples()
 
     def on_samples_loaded(self, message: SamplesLoaded) -> None:
-        if message.run != self.selected:
-            return
+        if (message.run, message.epoch) != self._loaded_samples:
+            return  # a load that was overtaken by another selection
         grid = self.query_one(SampleGrid)
         classes = self.runs[message.run].classes if message.run in self.runs else ()
         epochs = self.sample_epochs.get(message.run, [])
@@ -194,8 +199,11 @@ class DashboardScreen(Screen[None]):
         self._problem(message.text)
 
     def _problem(self, text: str) -> None:
+        """Show a reading problem in the notice line; pop a toast only the first time."""
         self.query_one("#notice", Static).update(f"⚠ {text}")
-        self.notify(text, title="could not read", severity="warning", timeout=6)
+        if text not in self._notified:
+            self._notified.add(text)
+            self.notify(text, title="could not read", severity="warning", timeout=6)
 
     @on(DataTable.RowHighlighted, "#runs")
     def _row_highlighted(self) -> None:
