@@ -95,9 +95,13 @@ class MetricsTail:
         return len(self._partial)
 
 
+_NAN = float("nan")
+
+
 def _f(values: dict[str, Any], key: str) -> float:
     v = values.get(key)
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+    # type() instead of isinstance: bool is an int subclass and must not count as a number
+    return float(v) if type(v) is float or type(v) is int else _NAN
 
 
 @dataclass(frozen=True)
@@ -134,24 +138,27 @@ class MetricsLog:
         self.lines = 0
 
     def add(self, records: Sequence[dict[str, Any]]) -> None:
+        # Columns bound to locals: this loop runs once per line of a possibly 100k-line log.
+        t_epoch, t_step, t_loss, t_top1, t_lr = (self.train[k] for k in self._TRAIN)
+        e_epoch, e_step, e_loss, e_top1 = (self.eval[k] for k in self._EVAL)
         for rec in records:
             self.lines += 1
             values = rec.get("values")
             if not isinstance(values, dict):
                 continue
-            head = {"epoch": _f(rec, "epoch"), "step": _f(rec, "step")}
-            if rec["kind"] == "train":
-                cols = self.train
-                for key in ("loss", "top1", "lr"):
-                    head[key] = _f(values, key)
-            elif rec["kind"] == "eval":
-                cols = self.eval
-                head["loss"], head["top1"] = _f(values, "loss"), _f(values, "top1")
+            kind = rec["kind"]
+            if kind == "train":
+                t_epoch.append(_f(rec, "epoch"))
+                t_step.append(_f(rec, "step"))
+                t_loss.append(_f(values, "loss"))
+                t_top1.append(_f(values, "top1"))
+                t_lr.append(_f(values, "lr"))
+            elif kind == "eval":
+                e_epoch.append(_f(rec, "epoch"))
+                e_step.append(_f(rec, "step"))
+                e_loss.append(_f(values, "loss"))
+                e_top1.append(_f(values, "top1"))
                 self.last_eval = {"epoch": rec.get("epoch"), **values}
-            else:
-                continue
-            for key, col in cols.items():
-                col.append(head[key])
 
     def curves(self) -> Curves:
         """Freeze the columns into arrays (a copy: the worker keeps appending)."""
