@@ -6,7 +6,8 @@ Both loaders are built and run once first (warm-up: FFCV's numba compilation, pa
 then timed epochs alternate between the backends so that load from other processes hits
 both alike; the median over rounds is reported. Without a prepared data dir it writes a
 synthetic 50,000-image beton (random pixels) and says so. `--normalize` adds a variant of
-the FFCV pipeline normalising inside FFCV (NormalizeImage, CPU only) instead of in torch.
+the FFCV pipeline normalising inside FFCV (NormalizeImage, CPU only) instead of in torch;
+`--albumentations` adds the memory backend running the albumentations recipe in workers.
 """
 
 from __future__ import annotations
@@ -61,13 +62,21 @@ def ffcv_normalize_in_pipeline(data_dir: Path, batch_size: int, workers: int, me
                   pipelines={"image": image, "label": [IntDecoder(), ToTensor(), Squeeze(1)]})
 
 
+CPU_US: dict[int, float] = {}  # id(loader) -> CPU microseconds per image of its last pass
+
+
 def epoch_rate(loader) -> float:
-    """Images/s of one full pass; each batch's images are touched so lazy work is counted."""
-    start, seen = time.perf_counter(), 0
+    """Images/s of one full pass; each batch's images are touched so lazy work is counted.
+
+    Also records the process's CPU time per image (all threads; DataLoader worker processes
+    are not included), which the other jobs sharing this machine disturb far less than wall time.
+    """
+    start, cpu_start, seen = time.perf_counter(), time.process_time(), 0
     for batch in loader:
         images = batch.images if hasattr(batch, "images") else batch[0]
         seen += images.shape[0]
         float(images[0, 0, 0, 0])  # forces the batch to exist
+    CPU_US[id(loader)] = (time.process_time() - cpu_start) / seen * 1e6
     return seen / (time.perf_counter() - start)
 
 
@@ -79,6 +88,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cutout", type=int, default=0, help="basic augmentation's cutout size")
     parser.add_argument("--normalize", action="store_true", help="also time FFCV's NormalizeImage")
+    parser.add_argument("--albumentations", action="store_true",
+                        help="also time the memory backend with the albumentations recipe in "
+                             "--num-workers DataLoader workers")
     parser.add_argument("--torch-threads", type=int, default=0,
                         help="torch intra-op threads for the memory backend's epochs (0: leave as FFCV "
                              "sets them, = num_workers)")
@@ -107,19 +119,28 @@ def main() -> int:
         warm = epoch_rate(loaders[kind])  # numba compile (ffcv), first-touch of memory
         build = time.perf_counter() - t0 - len(loaders[kind]) * args.batch_size / warm
         print(f"{kind}: build {build:.1f} s, warm-up epoch {warm:,.0f} img/s", flush=True)
+    if args.albumentations:
+        loaders["memory+albumentations"] = build_loader(
+            DataConfig(dir=data_dir, loader="memory", num_workers=args.num_workers),
+            AugmentConfig(kind="albumentations"), split="train", batch_size=args.batch_size,
+            train=True, rank=0, world_size=1, seed=0, device=torch.device("cpu"), mean=mean, std=std,
+        )
+        epoch_rate(loaders["memory+albumentations"])
     if args.normalize:
         loaders["ffcv+NormalizeImage"] = ffcv_normalize_in_pipeline(
             data_dir, args.batch_size, args.num_workers, mean, std)
         epoch_rate(loaders["ffcv+NormalizeImage"])
 
     rates: dict[str, list[float]] = {k: [] for k in loaders}
+    cpu_us: dict[str, list[float]] = {k: [] for k in loaders}
     for r in range(args.rounds):
         for kind, loader in loaders.items():
             if hasattr(loader, "set_epoch"):
                 loader.set_epoch(r + 1)
-            if kind == "memory" and args.torch_threads:
+            if kind.startswith("memory") and args.torch_threads:
                 torch.set_num_threads(args.torch_threads)  # FFCV resets it at its next epoch
             rates[kind].append(epoch_rate(loader))
+            cpu_us[kind].append(CPU_US[id(loader)])
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in rates.items()), flush=True)
 
     print(f"\ndata: {what}; batch {args.batch_size}, num_workers {args.num_workers}, "
@@ -130,7 +151,8 @@ def main() -> int:
     medians = {k: statistics.median(v) for k, v in rates.items()}
     for kind, rate in medians.items():
         low, high = min(rates[kind]), max(rates[kind])
-        print(f"{kind:>20}: median {rate:>9,.0f} img/s  (min {low:,.0f}, max {high:,.0f})")
+        print(f"{kind:>21}: median {rate:>9,.0f} img/s  (min {low:,.0f}, max {high:,.0f}); "
+              f"CPU {statistics.median(cpu_us[kind]):.1f} us/img in this process")
     print(f"memory / ffcv = {medians['memory'] / medians['ffcv']:.2f}x")
     if tmp is not None:
         tmp.cleanup()
