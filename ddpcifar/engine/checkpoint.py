@@ -94,14 +94,23 @@ def _read(path: Path) -> bytes:
 
 
 def load_latest(directory: Path) -> tuple[dict[str, Any], Path]:
-    """The newest verifiable training checkpoint: last.pt, else prev.pt; never silently none."""
+    """The newest verifiable training checkpoint: last.pt, else prev.pt; never silently none.
+
+    A file passes if its SHA-256 is named by either sidecar: a kill between the two renames
+    of `rotate_and_save` leaves last.pt intact but its digest already in prev.pt.sha256.
+    """
+    known = {side.read_text(errors="replace").split()[:1][0]
+             for side in (_sidecar(directory / "last.pt"), _sidecar(directory / "prev.pt"))
+             if side.is_file() and side.read_text(errors="replace").split()}
     errors = []
     for name in ("last.pt", "prev.pt"):
         path = directory / name
         if not path.exists():
             continue
         try:
-            return load_checkpoint(path), path
+            if hashlib.sha256(_read(path)).hexdigest() not in known:
+                verify_checkpoint(path)  # raises the precise error (no sidecar, mismatch)
+            return load_checkpoint(path, verify=False), path
         except UserError as err:
             errors.append(str(err))
     detail = "; ".join(errors) if errors else "no last.pt or prev.pt"

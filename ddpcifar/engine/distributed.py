@@ -15,6 +15,8 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 
+from ddpcifar.errors import UserError
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -41,7 +43,6 @@ def _env_int(name: str, default: int) -> int:
     try:
         return default if raw is None or raw == "" else int(raw)
     except ValueError:
-        from ddpcifar.errors import UserError
         raise UserError(f"environment variable {name}={raw!r} is not an integer") from None
 
 
@@ -87,6 +88,29 @@ def process_group(env: DistEnv, timeout_s: float = 600.0) -> Iterator[None]:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+class PeerTimeoutError(UserError):
+    """A collective outlived `distributed.timeout_s`: some rank died, hung or was stopped.
+
+    Not the user's fault, but reported the same way: one line, no traceback (exit status 1).
+    """
+
+    exit_code = 1
+
+
+def as_peer_timeout(err: BaseException, *, rank: int, timeout_s: float) -> PeerTimeoutError | None:
+    """A one-line PeerTimeoutError for a backend timeout (gloo: "Timed out waiting ..."), else None.
+
+    NCCL reports its timeouts from a watchdog thread that ends the process instead of raising.
+    """
+    text = str(err)
+    if isinstance(err, RuntimeError) and ("Timed out" in text or "timed out" in text):
+        return PeerTimeoutError(
+            f"rank {rank}: no answer from the other ranks within distributed.timeout_s="
+            f"{timeout_s:g}s (a rank died, hung or was stopped); the run stopped here, "
+            "continue it with --resume")
+    return None
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

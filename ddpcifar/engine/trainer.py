@@ -22,7 +22,8 @@ from ddpcifar.data.loaders import build_loader
 from ddpcifar.data.meta import load_meta
 from ddpcifar.engine.checkpoint import load_latest, rotate_and_save, save_checkpoint
 from ddpcifar.engine.console import ConsoleProgress, NullProgress
-from ddpcifar.engine.distributed import DistEnv, all_gather_objects, all_reduce_sum, broadcast_object
+from ddpcifar.engine.distributed import (DistEnv, all_gather_objects, all_reduce_sum, as_peer_timeout,
+                                         broadcast_object)
 from ddpcifar.engine.evaluation import EvalResult, evaluate
 from ddpcifar.engine.optim import build_optimizer, build_scheduler
 from ddpcifar.engine.rundir import NullRunDir, RunDir
@@ -124,6 +125,9 @@ class Trainer:
         if resume:
             self._resume()
         else:
+            # A fresh start can still find lines from an elastic attempt that died before its
+            # first checkpoint; they describe a trajectory that is being replaced.
+            self.run.truncate_metrics(0)
             self.run.write_spec(spec.resolved())
         self.console.message(
             f"[bold]{spec.logging.run_name}[/]: {spec.model.name} ({self.parameters:,} parameters), "
@@ -145,7 +149,9 @@ class Trainer:
                 if final or self.epoch % self.spec.eval.every == 0:
                     last = self._evaluate(train_loss, train_top1)
                 if final or self.epoch % self.spec.checkpoint.every_epochs == 0:
-                    rotate_and_save(self.run.path / "checkpoints", "last", self._gather_state())
+                    state = self._gather_state()  # collective: every rank takes part
+                    if self.run.is_writer:  # only rank 0 writes (concurrent writers corrupt it)
+                        rotate_and_save(self.run.path / "checkpoints", "last", state)
             if last is None:  # resumed after the final epoch: evaluate what we have
                 last = self._evaluate(float("nan"), float("nan"))
             summary = self._summary(last, time.perf_counter() - t_start)
@@ -155,6 +161,11 @@ class Trainer:
             self.run.finish("finished")
             return summary
         except BaseException as err:
+            timeout = as_peer_timeout(err, rank=self.env.rank,
+                                      timeout_s=self.spec.distributed.timeout_s)
+            if timeout is not None:
+                self.run.finish("failed", error=str(timeout))
+                raise timeout from None
             self.run.finish("failed", error=f"{type(err).__name__}: {err}".splitlines()[0][:300])
             raise
         finally:
@@ -284,12 +295,21 @@ class Trainer:
 
     def _resume(self) -> None:
         """Restore everything that determines the trajectory from rank 0's latest checkpoint."""
-        state = None
-        if self.env.is_main:
-            state, path = load_latest(self.run.path / "checkpoints")
-            self.console.message(f"resuming from {path} (epoch {state['epoch']}, step {state['step']})")
-        state = broadcast_object(state)
         from ddpcifar.errors import UserError
+
+        state, error = None, None
+        if self.env.is_main:
+            try:
+                state, path = load_latest(self.run.path / "checkpoints")
+                self.console.message(f"resuming from {path} (epoch {state['epoch']}, "
+                                     f"step {state['step']})")
+            except UserError as err:
+                error = str(err)
+        # Rank 0's failure is every rank's: the others would otherwise wait in this broadcast
+        # until the process-group timeout.
+        state, error = broadcast_object((state, error))
+        if error:
+            raise UserError(error)
         if state["model"] != self.spec.model.name:
             raise UserError(f"cannot resume: checkpoint is model {state['model']!r}, spec says "
                             f"{self.spec.model.name!r}")
@@ -304,6 +324,7 @@ class Trainer:
         self.epoch_rates = list(state["epoch_rates"])
         _set_rng_state(state["rng"][self.env.rank], self.env.device)
         self.run.truncate_metrics(state["metrics_bytes"])
+        self.run.write_status(epoch=self.epoch, state="running", error=None)
 
     # ---------------------------------------------------------------- reporting
 
