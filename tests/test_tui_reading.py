@@ -216,3 +216,13 @@ def test_watcher_survives_an_unreadable_metrics_path(tmp_path: Path) -> None:
     messages = list(RunWatcher(tmp_path, clock=lambda: NOW).poll(["odd"]))
     problems = [m.text for m in messages if isinstance(m, ReadProblem)]
     assert problems == ["odd/metrics.jsonl: cannot read (Is a directory)"]
+
+
+def test_tail_keeps_multibyte_characters_split_across_reads(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    line = json.dumps({"kind": "note", "epoch": 1, "step": 1, "time": 0,
+                       "values": {"text": "été → ok"}}, ensure_ascii=False)
+    path.write_bytes((line + "\n").encode("utf-8") * 2)
+    got = MetricsTail(path, chunk_bytes=1).read_all()  # one byte per read
+    assert got.bad_lines == []
+    assert [r["values"]["text"] for r in got.records] == ["été → ok"] * 2

@@ -59,10 +59,13 @@ class MetricsTail:
             chunk = fh.read(self.chunk_bytes)
         self.offset += len(chunk)
         result.more = len(chunk) == self.chunk_bytes
-        data = self._partial + chunk
-        lines = data.split(b"\n")
-        self._partial = lines.pop()  # b"" when data ended with a newline
-        for raw in lines:
+        complete, newline, self._partial = (self._partial + chunk).rpartition(b"\n")
+        if not newline:  # no complete line yet: everything is held back
+            self._partial = complete + self._partial
+            return result
+        # Decoded once as a block (cheaper than per line); the held-back tail stays bytes, so
+        # a multi-byte character split across reads is never decoded in halves.
+        for raw in complete.decode("utf-8", "replace").split("\n"):
             self.line_no += 1
             if not raw.strip():
                 continue
@@ -98,8 +101,7 @@ class MetricsTail:
 _NAN = float("nan")
 
 
-def _f(values: dict[str, Any], key: str) -> float:
-    v = values.get(key)
+def _f(v: Any) -> float:
     # type() instead of isinstance: bool is an int subclass and must not count as a number
     return float(v) if type(v) is float or type(v) is int else _NAN
 
@@ -138,7 +140,8 @@ class MetricsLog:
         self.lines = 0
 
     def add(self, records: Sequence[dict[str, Any]]) -> None:
-        # Columns bound to locals: this loop runs once per line of a possibly 100k-line log.
+        # Raw values are appended as they are (a list append per field); the conversion to
+        # floats happens in curves(), vectorised. This loop runs once per line of the log.
         t_epoch, t_step, t_loss, t_top1, t_lr = (self.train[k] for k in self._TRAIN)
         e_epoch, e_step, e_loss, e_top1 = (self.eval[k] for k in self._EVAL)
         for rec in records:
@@ -148,28 +151,37 @@ class MetricsLog:
                 continue
             kind = rec["kind"]
             if kind == "train":
-                t_epoch.append(_f(rec, "epoch"))
-                t_step.append(_f(rec, "step"))
-                t_loss.append(_f(values, "loss"))
-                t_top1.append(_f(values, "top1"))
-                t_lr.append(_f(values, "lr"))
+                t_epoch.append(rec.get("epoch"))
+                t_step.append(rec.get("step"))
+                t_loss.append(values.get("loss"))
+                t_top1.append(values.get("top1"))
+                t_lr.append(values.get("lr"))
             elif kind == "eval":
-                e_epoch.append(_f(rec, "epoch"))
-                e_step.append(_f(rec, "step"))
-                e_loss.append(_f(values, "loss"))
-                e_top1.append(_f(values, "top1"))
+                e_epoch.append(rec.get("epoch"))
+                e_step.append(rec.get("step"))
+                e_loss.append(values.get("loss"))
+                e_top1.append(values.get("top1"))
                 self.last_eval = {"epoch": rec.get("epoch"), **values}
 
     def curves(self) -> Curves:
-        """Freeze the columns into arrays (a copy: the worker keeps appending)."""
-        t = {k: np.asarray(v, dtype=np.float64) for k, v in self.train.items()}
-        e = {k: np.asarray(v, dtype=np.float64) for k, v in self.eval.items()}
+        """Freeze the columns into float arrays (a copy: the worker keeps appending)."""
+        t = {k: _column(v) for k, v in self.train.items()}
+        e = {k: _column(v) for k, v in self.eval.items()}
         return Curves(
             train_epoch=t["epoch"], train_step=t["step"], train_loss=t["loss"],
             train_top1=t["top1"], lr=t["lr"],
             eval_epoch=e["epoch"], eval_step=e["step"], eval_loss=e["loss"], eval_top1=e["top1"],
             last_eval=dict(self.last_eval) if self.last_eval else None, lines=self.lines,
         )
+
+
+def _column(raw: list[Any]) -> np.ndarray:
+    """Raw JSON values as float64: null becomes NaN; if any value is not a number at all
+    (a string, a list), fall back to converting one by one, with NaN for the odd ones."""
+    try:
+        return np.asarray(raw, dtype=np.float64)  # fast path; None -> NaN
+    except (TypeError, ValueError):
+        return np.array([_f(v) for v in raw], dtype=np.float64)
 
 
 def ema(values: np.ndarray, weight: float) -> np.ndarray:
