@@ -262,11 +262,18 @@ def test_memory_augmentation_is_seeded_per_epoch_and_rank(data_dir: Path) -> Non
     assert not torch.equal(a.images, first_batch(1, 0).images)
 
 
-def test_max_samples_caps_both_backends(data_dir: Path) -> None:
+def test_max_samples_caps_both_backends_without_touching_global_rngs(data_dir: Path) -> None:
+    np.random.seed(11)
+    torch.manual_seed(11)
+    numpy_next, torch_next = np.random.rand(), torch.rand(1)
+    np.random.seed(11)
+    torch.manual_seed(11)
     for kind in ("memory", "ffcv"):
         loader = make(data_dir, kind, max_samples=30, batch_size=8)
         index, labels, _ = collect(loader)
         assert index.tolist() == list(range(30)) and torch.equal(labels, index)
+    # Exact resume needs the global generators untouched by building and iterating loaders.
+    assert np.random.rand() == numpy_next and torch.equal(torch.rand(1), torch_next)
 
 
 # --- albumentations in DataLoader workers -------------------------------------------------

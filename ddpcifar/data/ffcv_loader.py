@@ -99,6 +99,7 @@ class FFCVBatchLoader:
         n = total if data.max_samples is None else min(total, data.max_samples)
         common = dict(
             batch_size=batch_size,
+            seed=seed,  # given no seed, FFCV draws one from the global numpy RNG
             num_workers=max(1, data.num_workers),
             os_cache=data.os_cache,
             indices=np.arange(n) if n < total else None,

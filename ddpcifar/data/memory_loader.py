@@ -1,8 +1,8 @@
 """In-memory backend: the whole split as one uint8 tensor on the device (CIFAR-10 is 150 MB).
 
-Each batch is a gather from that tensor plus batched augmentation ops, all drawn from a
-torch.Generator seeded by (seed, epoch, rank): an epoch is a pure function of those, so a
-resumed run replays it exactly. The albumentations recipe runs instead on numpy images in
+Each batch is one gather from that tensor (augment.PixelTable), its flips, shifts and cutout
+drawn from a torch.Generator seeded by (seed, epoch, rank): an epoch is a pure function of
+those, so a resumed run replays it exactly. The albumentations recipe runs instead on numpy images in
 DataLoader workers, each worker of each rank with its own stream (seed, rank, epoch, worker).
 """
 
@@ -40,9 +40,12 @@ class MemoryBatchLoader:
     ) -> None:
         from ddpcifar.data.beton import read_split  # the converter's reader (FFCV, file order)
 
-        threads = torch.get_num_threads()
+        # read_split runs an FFCV Loader, which resets torch's thread count and, given no
+        # seed, draws one from the global numpy RNG: undo both so building a loader is inert.
+        threads, numpy_state = torch.get_num_threads(), np.random.get_state()
         images, labels = read_split(data.dir, split)
-        torch.set_num_threads(threads)  # read_split runs FFCV, which resets torch's thread count
+        torch.set_num_threads(threads)
+        np.random.set_state(numpy_state)
         if data.max_samples is not None:
             images, labels = images[: data.max_samples], labels[: data.max_samples]
         self.n = len(labels)
@@ -102,7 +105,8 @@ class MemoryBatchLoader:
         index_t = torch.from_numpy(index.astype(np.int64)).to(self.device)
         for start in range(0, len(samples), self.batch_size):
             take = samples_t[start : start + self.batch_size]
-            images = self.table.gather(self.table.index(take, self.augment, gen))  # (B,3,H,W) uint8
+            cfg = self.augment if gen is not None else None  # never augment from the global RNG
+            images = self.table.gather(self.table.index(take, cfg, gen))  # (B,3,H,W) uint8
             yield Batch(self.normalize(images), self.labels[take], index_t[start : start + self.batch_size])
 
     def _iter_albumentations(self, order: np.ndarray) -> Iterator[Batch]:
@@ -119,7 +123,7 @@ class MemoryBatchLoader:
             num_workers=self.num_workers,
             worker_init_fn=_seed_worker,
             # Without a generator DataLoader draws its base seed from the global torch RNG,
-            # which would shift every later global draw (and exact resume) by one.
+            # which would change every later global draw (and break exact resume).
             generator=torch.Generator().manual_seed(derive_seed(self.seed, self.rank, self.epoch)),
             pin_memory=self.device.type == "cuda",
         )
