@@ -47,7 +47,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make(data_dir: Path, loader: str, *, split: str = "test", train: bool = False, batch_size: int = 25,
          rank: int = 0, world_size: int = 1, seed: int = 0, augment: AugmentConfig | None = None, **data_kw):
     return build_loader(
-        DataConfig(dir=data_dir, loader=loader, num_workers=1, **data_kw),
+        DataConfig(dir=data_dir, loader=loader, **{"num_workers": 1, **data_kw}),
         augment or AugmentConfig(kind="none"),
         split=split, batch_size=batch_size, train=train, rank=rank, world_size=world_size,
         seed=seed, device=CPU, mean=MEAN, std=STD,
@@ -262,16 +262,23 @@ def test_memory_augmentation_is_seeded_per_epoch_and_rank(data_dir: Path) -> Non
     assert not torch.equal(a.images, first_batch(1, 0).images)
 
 
-def test_max_samples_caps_both_backends_without_touching_global_rngs(data_dir: Path) -> None:
+def test_max_samples_caps_both_backends_without_global_side_effects(data_dir: Path) -> None:
     np.random.seed(11)
     torch.manual_seed(11)
     numpy_next, torch_next = np.random.rand(), torch.rand(1)
     np.random.seed(11)
     torch.manual_seed(11)
-    for kind in ("memory", "ffcv"):
-        loader = make(data_dir, kind, max_samples=30, batch_size=8)
-        index, labels, _ = collect(loader)
-        assert index.tolist() == list(range(30)) and torch.equal(labels, index)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)  # FFCV would set it to num_workers=2
+    try:
+        for kind in ("memory", "ffcv"):
+            loader = make(data_dir, kind, max_samples=30, batch_size=8, num_workers=2)
+            assert torch.get_num_threads() == 3
+            index, labels, _ = collect(loader)
+            assert index.tolist() == list(range(30)) and torch.equal(labels, index)
+            assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
     # Exact resume needs the global generators untouched by building and iterating loaders.
     assert np.random.rand() == numpy_next and torch.equal(torch.rand(1), torch_next)
 

@@ -105,6 +105,7 @@ class FFCVBatchLoader:
             indices=np.arange(n) if n < total else None,
             pipelines={"image": image_pipeline(augment, mean, device), "label": label_pipeline(device)},
         )
+        threads = torch.get_num_threads()  # FFCV sets torch's thread count to num_workers
         if train:
             self.order = ShardOrder(seed=seed, rank=rank, world_size=world_size, batch_size=batch_size)
             self.loader = Loader(str(path), order=self.order, drop_last=True, **common)
@@ -122,6 +123,7 @@ class FFCVBatchLoader:
             self._num_samples = int((self.eval_index >= 0).sum())
             if len(self.loader) != self._len:  # our derivation no longer matches FFCV's order
                 raise RuntimeError(f"FFCV eval order has {len(self.loader)} batches, expected {self._len}")
+        torch.set_num_threads(threads)
 
     def __len__(self) -> int:
         return self._len
@@ -141,8 +143,13 @@ class FFCVBatchLoader:
     def __iter__(self) -> Iterator[Batch]:
         index = torch.from_numpy(self._index(self.epoch))
         self.loader.next_epoch = self.epoch  # the epoch FFCV passes to sample_order
+        threads = torch.get_num_threads()
         start = 0
         for images, labels in self.loader:
+            if start == 0:
+                # FFCV's epoch thread set torch's (process-wide) thread count to num_workers
+                # before producing this first batch; give the training loop its own back.
+                torch.set_num_threads(threads)
             stop = start + images.shape[0]
             yield Batch(
                 images=self.normalize(images),
