@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import time
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import pytest
-from textual.pilot import Pilot
 from textual.widgets import Input, Static, TabbedContent
 
-from tests.tui_fixtures import NOW, append_epoch, make_fixture_runs, write_run
+from tui_fixtures import (NOW, append_epoch, make_app, make_fixture_runs, select_run, sync,
+                          wait_until, write_run)
 from tui.app import DashboardApp
 from tui.screens.help import HelpScreen
 from tui.screens.image_screen import ImageScreen
@@ -24,41 +20,12 @@ from tui.widgets.sample_grid import SampleGrid
 SIZE = (120, 40)
 
 
-def sync(test: Callable[..., Any]) -> Callable[..., None]:
-    """Run an async test body with asyncio.run (no pytest-asyncio in the environment)."""
-    @functools.wraps(test)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-    return wrapper
-
-
-def make_app(runs: Path) -> DashboardApp:
-    return DashboardApp(runs, poll_interval=0.05, clock=lambda: NOW)
-
-
-async def wait_until(pilot: Pilot, check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Let the app run until `check()` holds (the poll worker posts asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await pilot.pause(0.02)
-
-
 def table(app: DashboardApp) -> RunTable:
     return app.screen_stack[0].query_one(RunTable)
 
 
 def text_of(app: DashboardApp, selector: str) -> str:
     return str(app.screen_stack[0].query_one(selector, Static).content)
-
-
-async def select_run(pilot: Pilot, app: DashboardApp, name: str) -> None:
-    await wait_until(pilot, lambda: bool(app.screen_stack[0].query(RunTable)))  # composed
-    t = table(app)
-    await wait_until(pilot, lambda: name in t.visible_names)
-    t.move_cursor(row=t.visible_names.index(name))
-    await wait_until(pilot, lambda: app.screen_stack[0].selected == name)
 
 
 @pytest.fixture()

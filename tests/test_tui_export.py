@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.tui_fixtures import make_fixture_runs
+from tui_fixtures import make_fixture_runs
 from tui.__main__ import main
 from tui.export import FIGURES
 

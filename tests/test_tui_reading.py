@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.tui_fixtures import CLASSES, NOW, T0, dead_pid, make_fixture_runs, write_run
+from tui_fixtures import CLASSES, NOW, T0, dead_pid, make_fixture_runs, write_run
 from tui.metrics import MetricsLog, MetricsTail, ema, latest_evaluation
 from tui.runs import RunScanner, compact_json
 from tui.samples import SamplesError, caption, load_samples, sample_epochs

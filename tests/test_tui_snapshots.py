@@ -12,8 +12,7 @@ from typing import Awaitable, Callable
 import pytest
 from textual.pilot import Pilot
 
-from tests.test_tui_app import make_app, select_run, wait_until
-from tests.tui_fixtures import make_fixture_runs
+from tui_fixtures import make_app, make_fixture_runs, select_run, wait_until
 from tui.widgets.line_chart import LineChart
 from tui.widgets.sample_grid import SampleGrid
 

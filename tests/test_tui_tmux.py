@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tui_fixtures import append_epoch, eval_values, make_fixture_runs, tmux_capture
+from tui_fixtures import append_epoch, eval_values, make_fixture_runs, tmux_capture
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 

@@ -2,11 +2,14 @@
 
 Files are written directly (not through RunDir) so that timestamps are fixed: snapshots must not
 depend on when the test ran. `T0` is every fixture run's start; tests pass `clock=lambda: NOW`.
-Also holds `tmux_capture`, a helper that runs the real TUI in a detached tmux session.
+Also holds the Pilot helpers shared by the TUI tests (`make_app`, `wait_until`, `select_run`,
+`sync`) and `tmux_capture`, which runs the real TUI in a detached tmux session.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import math
 import os
@@ -15,11 +18,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+from textual.pilot import Pilot
 
 from ddpcifar.atomic import atomic_open, write_json
+from tui.app import DashboardApp
+from tui.widgets.run_table import RunTable
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck"]
@@ -201,6 +207,43 @@ def append_epoch(run: Path, epoch: int, *, epochs: int = 10, ceiling: float = 0.
                   updated=status["updated"] + EPOCH_S, images_per_s=5000.0 + epoch)
     write_json(run / "status.json", status)
     return lines[-1]["values"]
+
+
+# -- Pilot helpers ----------------------------------------------------------------------------
+
+
+def sync(test: Callable[..., Any]) -> Callable[..., None]:
+    """Run an async test body with asyncio.run (no pytest-asyncio in the environment)."""
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+    return wrapper
+
+
+def make_app(runs: Path) -> DashboardApp:
+    """The dashboard on `runs` with a fast poll and the fixed clock NOW (snapshot-safe)."""
+    return DashboardApp(runs, poll_interval=0.05, clock=lambda: NOW)
+
+
+async def wait_until(pilot: Pilot, check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Let the app run until `check()` holds (the poll worker posts asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await pilot.pause(0.02)
+
+
+async def select_run(pilot: Pilot, app: DashboardApp, name: str) -> None:
+    """Move the run-list cursor to `name` once it is listed, and wait for the selection."""
+    await wait_until(pilot, lambda: bool(app.screen_stack[0].query(RunTable)))  # composed
+    t = app.screen_stack[0].query_one(RunTable)
+    await wait_until(pilot, lambda: name in t.visible_names)
+    t.move_cursor(row=t.visible_names.index(name))
+    await wait_until(pilot, lambda: app.screen_stack[0].selected == name)
+
+
+# -- a real terminal ---------------------------------------------------------------------------
 
 
 def tmux_capture(runs_dir: Path, *, size: tuple[int, int] = (120, 40), wait_for: str = "",
