@@ -402,3 +402,28 @@ def test_prepared_data_reads_back_exactly_with_meta_constants(prepared_data, kin
     # The meta constants really normalise this split: per-channel mean ~0, std ~1.
     assert images.mean(dim=(0, 2, 3)).abs().max() < 0.05
     assert (images.std(dim=(0, 2, 3)) - 1).abs().max() < 0.05
+
+
+# --- GPU (skipped without CUDA; not run on the CPU-only development machine) ------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", ["memory", "ffcv"])
+def test_cuda_batches_match_cpu_and_stay_on_the_gpu(data_dir: Path, ffcv_eval, kind: str) -> None:
+    cuda = torch.device("cuda")
+    gpu = build_loader(DataConfig(dir=data_dir, loader=kind, num_workers=1), AugmentConfig(),
+                       split="test", batch_size=25, train=False, rank=0, world_size=1, seed=0,
+                       device=cuda, mean=MEAN, std=STD)
+    for g, c in zip(gpu, ffcv_eval):
+        assert g.images.device.type == g.labels.device.type == g.index.device.type == "cuda"
+        assert g.images.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(g.index.cpu(), c.index) and torch.equal(g.labels.cpu(), c.labels)
+        assert torch.allclose(g.images.cpu(), c.images, atol=1e-5)
+    train = build_loader(DataConfig(dir=data_dir, loader=kind, num_workers=1), AugmentConfig(cutout=8),
+                         split="train", batch_size=32, train=True, rank=0, world_size=1, seed=0,
+                         device=cuda, mean=MEAN, std=STD)
+    first = [next(iter(train)).images for _ in range(2)]
+    assert first[0].device.type == "cuda"
+    if kind == "memory":  # seeded on the device generator; FFCV's augmentation is not seedable
+        assert torch.equal(first[0], first[1])
