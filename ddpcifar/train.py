@@ -53,10 +53,12 @@ def decide_resume(run_dir: Path, *, asked: bool, restarted: bool) -> bool:
 
 
 def _run_torch(args: argparse.Namespace) -> int:
+    from ddpcifar.engine.checkpoint import check_torch_version
     from ddpcifar.engine.distributed import broadcast_object, process_group, read_env
     from ddpcifar.engine.trainer import Trainer
     from ddpcifar.spec import load_spec
 
+    check_torch_version()  # before anything is trained that could not be resumed safely
     env = read_env(args.device)
     spec = load_spec(args.spec, args.overrides, world_size=env.world_size,
                      cuda=env.device.type == "cuda")

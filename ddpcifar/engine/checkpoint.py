@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,19 @@ from ddpcifar.errors import UserError
 
 CHECKPOINT_KIND = "ddpcifar-checkpoint"
 CHECKPOINT_FORMAT = 1
+# torch.load(weights_only=True) is only a safe unpickler from 2.10 on (earlier releases had
+# published bypasses that run code), so older versions are refused rather than trusted.
+MIN_TORCH = (2, 10)
+
+
+def check_torch_version(version: str | None = None) -> None:
+    """UserError unless `version` (default: the running torch's) is at least MIN_TORCH."""
+    version = version or torch.__version__
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None or tuple(int(g) for g in match.groups()) < MIN_TORCH:
+        raise UserError(f"torch {version} is too old: ddpcifar needs torch >= "
+                        f"{'.'.join(map(str, MIN_TORCH))}, whose weights_only=True checkpoint "
+                        "loading has no known code-execution bypass (reinstall: launch/setup.sh)")
 
 
 def _sidecar(path: Path) -> Path:
@@ -74,6 +88,7 @@ def load_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> dict[str
     """Load a ddpcifar checkpoint safely (weights_only=True: no code can run)."""
     path = Path(path)
     data = verify_checkpoint(path) if verify else _read(path)
+    check_torch_version()
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for foreign or damaged files

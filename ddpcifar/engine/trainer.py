@@ -108,6 +108,9 @@ class Trainer:
                                          epochs=spec.train.epochs)
         self.parameters = count_parameters(self.model)
 
+        # Read and check the checkpoint before the run directory is touched: a resume that
+        # cannot work must leave the run exactly as it was.
+        resume_from = self._load_resume_state() if resume else None
         run_args = dict(name=spec.logging.run_name, model=spec.model.name, engine="torch",
                         epochs=spec.train.epochs, world_size=env.world_size, classes=self.classes)
         self.run = (RunDir(spec.run_dir, resume=resume, **run_args) if env.is_main
@@ -122,8 +125,8 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.epoch_rates: list[float] = []
         self._test_images: np.ndarray | None = None
-        if resume:
-            self._resume()
+        if resume_from is not None:
+            self._resume(*resume_from)
         else:
             # A fresh start can still find lines from an elastic attempt that died before its
             # first checkpoint; they describe a trajectory that is being replaced.
@@ -293,21 +296,20 @@ class Trainer:
             "metrics_bytes": self.run.metrics_bytes() if self.run.is_writer else 0,
         }
 
-    def _resume(self) -> None:
-        """Restore everything that determines the trajectory from rank 0's latest checkpoint."""
+    def _load_resume_state(self) -> tuple[dict[str, Any], str]:
+        """Rank 0's latest checkpoint on every rank, checked against this launch and model."""
         from ddpcifar.errors import UserError
 
-        state, error = None, None
+        state, path, error = None, "", None
         if self.env.is_main:
             try:
-                state, path = load_latest(self.run.path / "checkpoints")
-                self.console.message(f"resuming from {path} (epoch {state['epoch']}, "
-                                     f"step {state['step']})")
+                state, found = load_latest(self.spec.run_dir / "checkpoints")
+                path = str(found)
             except UserError as err:
                 error = str(err)
         # Rank 0's failure is every rank's: the others would otherwise wait in this broadcast
         # until the process-group timeout.
-        state, error = broadcast_object((state, error))
+        state, path, error = broadcast_object((state, path, error))
         if error:
             raise UserError(error)
         if state["model"] != self.spec.model.name:
@@ -316,7 +318,16 @@ class Trainer:
         if state["world_size"] != self.env.world_size:
             raise UserError(f"cannot resume: checkpoint was written with world size "
                             f"{state['world_size']}, this launch has {self.env.world_size}")
-        self.model.load_state_dict(state["state_dict"])
+        try:
+            self.model.load_state_dict(state["state_dict"])
+        except RuntimeError:
+            raise UserError(f"cannot resume: {path} does not fit model {self.spec.model.name!r} "
+                            "(mismatched weights)") from None
+        return state, path
+
+    def _resume(self, state: dict[str, Any], path: str) -> None:
+        """Restore everything else that determines the trajectory (weights are already in)."""
+        self.console.message(f"resuming from {path} (epoch {state['epoch']}, step {state['step']})")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
