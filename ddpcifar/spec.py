@@ -114,6 +114,9 @@ class EvalConfig(Section):
 
 class CheckpointConfig(Section):
     every_epochs: int = Field(1, ge=1, description="Write checkpoints/last.pt every N epochs.")
+    every_steps: int | None = Field(
+        None, ge=1, description="Also write checkpoints/last.pt every N optimizer steps, inside "
+                                "epochs: a restart then redoes at most N steps. null: epoch ends only.")
     save_best: bool = Field(True, description="Keep checkpoints/best.pt, lowest test loss so far.")
 
 

@@ -10,8 +10,9 @@
 Augmentation stays on (`basic`) in the kill test: the memory backend draws it from a generator
 seeded by (seed, epoch, rank), so a replayed epoch is the same epoch. FFCV's augmentations
 draw from an unseedable RNG, so with data.loader='ffcv' a resume is only statistically equal.
-The granularity of a resume is one checkpoint interval (`checkpoint.every_epochs`): the work
-since the latest checkpoint is redone.
+A resume redoes the work since the latest checkpoint: at most `checkpoint.every_epochs`
+epochs, or `checkpoint.every_steps` steps when that is set (a mid-epoch checkpoint; the resumed
+epoch skips the batches already trained by replaying its seeded order).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 
 def write_spec(path: Path, data_dir: Path, runs_dir: Path, *, epochs: int = 3,
-               timeout_s: float = 300.0) -> Path:
+               timeout_s: float = 300.0, every_steps: int | None = None) -> Path:
     """era_s9 (the smallest model) on 320 images: 10 steps per epoch at world size 2."""
     spec = {
         "data": {"dir": str(data_dir), "loader": "memory", "num_workers": 0, "max_samples": 320},
@@ -45,7 +46,7 @@ def write_spec(path: Path, data_dir: Path, runs_dir: Path, *, epochs: int = 3,
         "train": {"epochs": epochs, "global_batch_size": 32, "seed": 11, "log_every": 1,
                   "deterministic": True},
         "eval": {"batch_size": 100, "max_samples": 10},
-        "checkpoint": {"every_epochs": 1},
+        "checkpoint": {"every_epochs": 1, "every_steps": every_steps},
         "distributed": {"timeout_s": timeout_s},
         "logging": {"runs_dir": str(runs_dir), "run_name": "unset", "progress": True,
                     "tensorboard": False},
@@ -105,22 +106,29 @@ def wait_for(predicate, proc: subprocess.Popen, what: str, limit_s: float = 240.
         time.sleep(0.05)
 
 
-def in_second_epoch(run_dir: Path) -> bool:
-    """First checkpoint written and a train line of epoch 2 logged: the kill lands mid-epoch."""
+def logged_step(run_dir: Path, step: int) -> bool:
+    """A checkpoint exists and the train line of `step` is in metrics.jsonl."""
     if not (run_dir / "checkpoints" / "last.pt.sha256").exists():
         return False
     try:
         lines = metric_lines(run_dir)
     except (FileNotFoundError, json.JSONDecodeError):  # a half-written last line
         return False
-    return any(l["kind"] == "train" and 1.1 < l["epoch"] < 1.8 for l in lines)
+    return any(l["kind"] == "train" and l["step"] >= step for l in lines)
+
+
+def in_second_epoch(run_dir: Path) -> bool:
+    """First checkpoint written and a train line of epoch 2 logged: a kill lands mid-epoch."""
+    return logged_step(run_dir, 12)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(500)
 def test_sigkill_mid_epoch_restarts_and_matches_uninterrupted_run(tmp_path, prepared_data):
     runs = tmp_path / "runs"
-    spec = write_spec(tmp_path / "spec.json", prepared_data.data_dir, runs)
+    # Checkpoints every 4 steps too (10 steps per epoch): the kill below comes just after the
+    # step-12 checkpoint, so the restart resumes inside epoch 2 and skips its first 2 batches.
+    spec = write_spec(tmp_path / "spec.json", prepared_data.data_dir, runs, every_steps=4)
     standalone = str(LAUNCH / "standalone.sh")
 
     # The uninterrupted reference runs alongside (start-up dominates on a small machine).
@@ -131,7 +139,7 @@ def test_sigkill_mid_epoch_restarts_and_matches_uninterrupted_run(tmp_path, prep
         [standalone, "--max-restarts=1", "--", str(spec), "--set", "logging.run_name=killed"],
         env=launch_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for(lambda: in_second_epoch(runs / "killed"), killed, "the second epoch")
+        wait_for(lambda: logged_step(runs / "killed", 13), killed, "step 13")
         # Rank 0 is the harder victim: it is the one writing metrics.jsonl and checkpoints.
         victim = worker_with_rank(psutil.Process(killed.pid), 0)
         assert victim is not None, "no rank-0 worker found under torchrun"
@@ -144,8 +152,10 @@ def test_sigkill_mid_epoch_restarts_and_matches_uninterrupted_run(tmp_path, prep
         reference.kill()
     assert killed.returncode == 0, output[-4000:]
     assert "failed (exitcode: -9) local_rank: 0" in output  # torchrun saw the kill ...
-    # ... and restarted the group, which resumed from the epoch-1 checkpoint.
-    assert "resumingfrom" in flat(output) and "checkpoints/last.pt(epoch1,step10)" in flat(output)
+    # ... and restarted the group, which resumed from a mid-epoch checkpoint (step 12, or
+    # step 16 if the victim got that far before the signal landed).
+    assert "resumingfrom" in flat(output)
+    assert re.search(r"checkpoints/last.pt\(epoch1,step(12|16)\)", flat(output)), output[-3000:]
 
     assert reference.returncode == 0, reference_output[-4000:]
 
@@ -168,6 +178,31 @@ def test_sigkill_mid_epoch_restarts_and_matches_uninterrupted_run(tmp_path, prep
 
 
 # ------------------------------------------------------------------ interrupted checkpoint writes
+
+
+def test_mid_epoch_checkpoint_resumes_exactly(tmp_path, capsys, prepared_data):
+    """checkpoint.every_steps: a resume from inside an epoch equals the uninterrupted run."""
+    from ddpcifar.train import main
+
+    spec = write_spec(tmp_path / "spec.json", prepared_data.data_dir, tmp_path / "runs",
+                      epochs=2, every_steps=7)
+    args = [str(spec), "--set", "logging.run_name=steps", "--set", "train.global_batch_size=32"]
+    assert main(args) == 0
+    run = tmp_path / "runs" / "steps"
+    reference, reference_lines = final_state(run), metric_lines(run)
+    # Checkpoints at steps 7, 10 (epoch 1), 14, 20 (epoch 2): prev.pt is the step-14 one.
+    prev = torch.load(run / "checkpoints" / "prev.pt", map_location="cpu", weights_only=True)
+    assert (prev["epoch"], prev["step"]) == (1, 14) and prev["partial"] is not None
+    (run / "checkpoints" / "last.pt").write_bytes(b"cut short")
+    capsys.readouterr()
+
+    assert main([*args, "--resume"]) == 0
+    assert "checkpoints/prev.pt(epoch1,step14)" in flat(capsys.readouterr().err)
+    after = final_state(run)
+    assert all(torch.equal(reference[k], after[k]) for k in reference)
+    # Identical lines, including the epoch-2 train loss summed across the restart.
+    assert comparable(metric_lines(run)) == comparable(reference_lines)
+    assert [l["step"] for l in metric_lines(run) if l["kind"] == "train"] == list(range(1, 21))
 
 
 @pytest.fixture(scope="module")

@@ -68,6 +68,15 @@ class _Window:
         z = lambda: torch.zeros((), dtype=torch.float64, device=device)  # noqa: E731
         return cls(z(), z(), z())
 
+    @classmethod
+    def of(cls, sums: list[float], device: torch.device) -> "_Window":
+        """Rebuilt from `tolist()` (float64 survives the round trip exactly)."""
+        loss, correct, count = (torch.tensor(v, dtype=torch.float64, device=device) for v in sums)
+        return cls(loss, correct, count)
+
+    def tolist(self) -> list[float]:
+        return [float(self.loss), float(self.correct), float(self.count)]
+
 
 class Trainer:
     def __init__(self, spec: RunSpec, env: DistEnv, *, resume: bool = False) -> None:
@@ -124,6 +133,8 @@ class Trainer:
         self.step = 0
         self.best: dict[str, Any] | None = None
         self.epoch_rates: list[float] = []
+        # This rank's (window, total) sums of a mid-epoch checkpoint, for the epoch it resumes.
+        self._partial: list[list[float]] | None = None
         self._test_images: np.ndarray | None = None
         if resume_from is not None:
             self._resume(*resume_from)
@@ -179,10 +190,21 @@ class Trainer:
         spec = self.spec
         self.net.train()
         self.train_loader.set_epoch(epoch)
-        self.console.start_epoch(epoch + 1, self.steps_per_epoch)
+        done = self.step - epoch * self.steps_per_epoch  # > 0 only resuming inside this epoch
+        self.console.start_epoch(epoch + 1, self.steps_per_epoch, done)
         window, total = _Window.zeros(self.env.device), _Window.zeros(self.env.device)
+        if done and self._partial is not None:
+            window, total = (_Window.of(sums, self.env.device) for sums in self._partial)
+        self._partial = None
+        every = spec.checkpoint.every_steps
+        epoch_checkpoint = ((epoch + 1) % spec.checkpoint.every_epochs == 0
+                            or epoch + 1 == spec.train.epochs)
         t0 = t_window = time.perf_counter()
         for i, batch in enumerate(self.train_loader):
+            if i < done:
+                # Trained before the restart. Drawing the batch anyway replays the loader's
+                # seeded order and augmentation stream up to here, so the rest is identical.
+                continue
             loss, correct = self._step(batch.images, batch.labels)
             for acc in (window, total):
                 acc.loss += loss.detach().double() * batch.labels.numel()
@@ -203,6 +225,10 @@ class Trainer:
                 self.console.advance(0, loss=values["loss"], acc=values["top1"],
                                      ips=values["images_per_s"])
                 window, t_window = _Window.zeros(self.env.device), now
+            if every and self.step % every == 0 and not (last_in_epoch and epoch_checkpoint):
+                state = self._gather_state(partial=(window, total))  # collective
+                if self.run.is_writer:
+                    rotate_and_save(self.run.path / "checkpoints", "last", state)
             self.console.advance(1)
         elapsed = time.perf_counter() - t0
         sums = all_reduce_sum(torch.stack([total.loss, total.correct, total.count]))
@@ -272,9 +298,13 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
 
-    def _gather_state(self) -> dict[str, Any]:
-        """The full training state; every rank contributes its RNG state (a collective)."""
+    def _gather_state(self, partial: tuple[_Window, _Window] | None = None) -> dict[str, Any]:
+        """The full training state; every rank contributes its RNG state (a collective).
+
+        `partial`: this rank's running sums, for a checkpoint taken inside an epoch.
+        """
         rng = all_gather_objects(_rng_state(self.env.device))
+        sums = all_gather_objects([w.tolist() for w in partial]) if partial else None
         return {
             "model": self.spec.model.name,
             "num_classes": len(self.classes),
@@ -293,6 +323,7 @@ class Trainer:
             "best": self.best,
             "epoch_rates": self.epoch_rates,
             "rng": rng,
+            "partial": sums,
             "metrics_bytes": self.run.metrics_bytes() if self.run.is_writer else 0,
         }
 
@@ -318,6 +349,10 @@ class Trainer:
         if state["world_size"] != self.env.world_size:
             raise UserError(f"cannot resume: checkpoint was written with world size "
                             f"{state['world_size']}, this launch has {self.env.world_size}")
+        if not 0 <= state["step"] - state["epoch"] * self.steps_per_epoch <= self.steps_per_epoch:
+            raise UserError(f"cannot resume: checkpoint is at step {state['step']} after "
+                            f"{state['epoch']} epochs, which does not fit {self.steps_per_epoch} "
+                            "steps per epoch (train.global_batch_size or data.max_samples changed?)")
         try:
             self.model.load_state_dict(state["state_dict"])
         except RuntimeError:
@@ -333,6 +368,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
         self.epoch_rates = list(state["epoch_rates"])
+        self._partial = state["partial"][self.env.rank] if state.get("partial") else None
         _set_rng_state(state["rng"][self.env.rank], self.env.device)
         self.run.truncate_metrics(state["metrics_bytes"])
         self.run.write_status(epoch=self.epoch, state="running", error=None)
