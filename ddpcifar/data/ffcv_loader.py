@@ -25,7 +25,8 @@ from ffcv.traversal_order.base import TraversalOrder
 
 from ddpcifar.data.augment import mean_fill
 from ddpcifar.data.config import AugmentConfig, DataConfig
-from ddpcifar.data.loaders import Batch, Normalizer, eval_positions, train_order
+from ddpcifar.data.loaders import (Batch, Normalizer, eval_positions, subset_positions, to_split_index,
+                                   train_order)
 from ddpcifar.errors import UserError
 
 
@@ -96,13 +97,14 @@ class FFCVBatchLoader:
         self.normalize = normalize
         self.epoch = 0
         total = _num_samples(path)
-        n = total if data.max_samples is None else min(total, data.max_samples)
+        positions = subset_positions(total, data.max_samples)
+        n = total if positions is None else len(positions)
         common = dict(
             batch_size=batch_size,
             seed=seed,  # given no seed, FFCV draws one from the global numpy RNG
             num_workers=max(1, data.num_workers),
             os_cache=data.os_cache,
-            indices=np.arange(n) if n < total else None,
+            indices=positions,
             pipelines={"image": image_pipeline(augment, mean, device), "label": label_pipeline(device)},
         )
         threads = torch.get_num_threads()  # FFCV sets torch's thread count to num_workers
@@ -118,7 +120,8 @@ class FFCVBatchLoader:
             self.loader = Loader(
                 str(path), order=OrderOption.SEQUENTIAL, distributed=distributed, drop_last=False, **common
             )
-            _, self.eval_index = eval_positions(n, rank=rank, world_size=world_size)
+            _, within = eval_positions(n, rank=rank, world_size=world_size)
+            self.eval_index = to_split_index(within, positions)
             self._len = -(-len(self.eval_index) // batch_size)
             self._num_samples = int((self.eval_index >= 0).sum())
             if len(self.loader) != self._len:  # our derivation no longer matches FFCV's order

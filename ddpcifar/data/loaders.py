@@ -68,6 +68,25 @@ def train_order(n: int, *, seed: int, epoch: int, rank: int, world_size: int, ba
     return perm[rank::world_size][: batches * batch_size]
 
 
+def subset_positions(total: int, max_samples: int | None) -> np.ndarray | None:
+    """Evenly spaced split positions for `data.max_samples` (None: use everything).
+
+    Not the first N: a split written class by class (an image-folder source) would then hold
+    only the first classes. Every k-th sample keeps each class's share.
+    """
+    if max_samples is None or max_samples >= total:
+        return None
+    return (np.arange(max_samples, dtype=np.int64) * total) // max_samples
+
+
+def to_split_index(index: np.ndarray, positions: np.ndarray | None) -> np.ndarray:
+    """Map positions within a subset back to positions in the split; -1 (padding) stays -1."""
+    index = np.asarray(index, dtype=np.int64)
+    if positions is None:
+        return index
+    return np.where(index >= 0, positions[np.maximum(index, 0)], -1)
+
+
 def eval_positions(n: int, *, rank: int, world_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(sample, index) for this rank's eval pass; index is -1 where `sample` is a padding duplicate.
 

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from ddpcifar.data.augment import PixelTable, albumentations_pipeline, mean_fill
 from ddpcifar.data.config import AugmentConfig, DataConfig
-from ddpcifar.data.loaders import Batch, Normalizer, derive_seed, eval_positions, train_order
+from ddpcifar.data.loaders import (Batch, Normalizer, derive_seed, eval_positions, subset_positions,
+                                   to_split_index, train_order)
 
 
 class MemoryBatchLoader:
@@ -46,8 +47,9 @@ class MemoryBatchLoader:
         images, labels = read_split(data.dir, split)
         torch.set_num_threads(threads)
         np.random.set_state(numpy_state)
-        if data.max_samples is not None:
-            images, labels = images[: data.max_samples], labels[: data.max_samples]
+        self.positions = subset_positions(len(labels), data.max_samples)
+        if self.positions is not None:
+            images, labels = images[self.positions], labels[self.positions]
         self.n = len(labels)
         self.augment = augment
         self.batch_size = batch_size
@@ -102,7 +104,7 @@ class MemoryBatchLoader:
         self, samples: np.ndarray, index: np.ndarray, gen: torch.Generator | None
     ) -> Iterator[Batch]:
         samples_t = torch.from_numpy(samples).to(self.device)
-        index_t = torch.from_numpy(index.astype(np.int64)).to(self.device)
+        index_t = torch.from_numpy(to_split_index(index, self.positions)).to(self.device)
         for start in range(0, len(samples), self.batch_size):
             take = samples_t[start : start + self.batch_size]
             cfg = self.augment if gen is not None else None  # never augment from the global RNG
@@ -132,7 +134,7 @@ class MemoryBatchLoader:
             yield Batch(
                 self.normalize(images),
                 labels.to(self.device, non_blocking=True),
-                index.to(self.device, non_blocking=True),
+                torch.from_numpy(to_split_index(index.numpy(), self.positions)).to(self.device),
             )
 
 
