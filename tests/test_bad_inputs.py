@@ -185,6 +185,8 @@ FIELD_CASES: list[tuple[str, Mutation, str]] = [
     ("future version", lambda s: s.update(version=2), "version=2: Input should be 1"),
     ("empty data dir", lambda s: s["data"].update(dir=""),
      "data.dir=\"\": dir must name the prepared data directory"),
+    ("zero checkpoint steps", lambda s: s.update(checkpoint={"every_steps": 0}),
+     "checkpoint.every_steps=0: Input should be greater than or equal to 1"),
     ("unknown schedule", lambda s: s.update(schedule={"name": "linear"}),
      "schedule.name=\"linear\": Input should be 'onecycle', 'triangular', 'cosine', 'step' or "
      "'constant'"),
@@ -338,6 +340,14 @@ def test_resume_with_weights_that_do_not_fit(run_copy, capsys):
     one_line_error(capsys, train([spec, "--resume"]),
                    f"error: cannot resume: {run / 'checkpoints' / 'last.pt'} does not fit model "
                    "'era_s9' (mismatched weights)")
+    assert snapshot(run) == before
+
+
+def test_resume_with_another_batch_size(run_copy, capsys):
+    spec, run, before = run_copy
+    one_line_error(capsys, train([spec, "--resume", "--set", "train.global_batch_size=16"]),
+                   "error: cannot resume: checkpoint is at step 10 after 1 epochs, which does not "
+                   "fit 20 steps per epoch (train.global_batch_size or data.max_samples changed?)")
     assert snapshot(run) == before
 
 
