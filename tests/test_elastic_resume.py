@@ -310,6 +310,26 @@ def test_elastic_restart_without_any_checkpoint_fails_loudly(finished_run, tmp_p
     assert "has no last.pt.sha256; refusing to load an unverifiable checkpoint" in err
 
 
+def test_restart_before_the_first_checkpoint_starts_clean(tmp_path, capsys, prepared_data,
+                                                          monkeypatch):
+    """An attempt that died before its first checkpoint left lines behind: the restarted run
+    begins again from step 0 (nothing to resume) and must not keep them."""
+    from ddpcifar.train import main
+
+    spec = write_spec(tmp_path / "spec.json", prepared_data.data_dir, tmp_path / "runs", epochs=1)
+    run = tmp_path / "runs" / "early"
+    run.mkdir(parents=True)
+    (run / "status.json").write_text('{"state": "running"}')
+    stale = {"kind": "train", "epoch": 0.1, "step": 1, "time": 1.0, "values": {"loss": 9.0}}
+    (run / "metrics.jsonl").write_text(json.dumps(stale) + "\n" + '{"kind": "tra')
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert main([str(spec), "--set", "logging.run_name=early"]) == 0
+    lines = metric_lines(run)
+    assert [l["step"] for l in lines if l["kind"] == "train"] == list(range(1, 11))
+    assert all(l["values"].get("loss") != 9.0 for l in lines)
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+
+
 # ------------------------------------------------------------------ a rank that stops answering
 
 
