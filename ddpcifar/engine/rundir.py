@@ -39,6 +39,10 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "samples").mkdir(exist_ok=True)
         (self.path / "checkpoints").mkdir(exist_ok=True)
+        # A process killed inside an atomic write leaves its temporary file behind; the
+        # completed files it would have replaced are intact, so the leftovers can go.
+        for stale in (self.path / "checkpoints").glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
         self._status: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "name": name,

@@ -11,9 +11,11 @@ import numpy as np
 class TensorBoardSink:
     """Rank 0's TensorBoard writer under `run_dir/tb`."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, *, purge_step: int | None = None) -> None:
+        """`purge_step`: on resume, hide events at or after the checkpoint's step, which the
+        resumed run logs again (otherwise TensorBoard shows the replayed stretch twice)."""
         from torch.utils.tensorboard import SummaryWriter  # imported here: slow, rank 0 only
-        self._writer = SummaryWriter(log_dir=str(log_dir))
+        self._writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
     def scalars(self, prefix: str, values: dict[str, Any], step: int) -> None:
         for key, value in values.items():

@@ -124,7 +124,8 @@ class Trainer:
                         epochs=spec.train.epochs, world_size=env.world_size, classes=self.classes)
         self.run = (RunDir(spec.run_dir, resume=resume, **run_args) if env.is_main
                     else NullRunDir(spec.run_dir))
-        self.tb = (TensorBoardSink(spec.run_dir / "tb")
+        purge = resume_from[0]["step"] + 1 if resume_from is not None else None
+        self.tb = (TensorBoardSink(spec.run_dir / "tb", purge_step=purge)
                    if env.is_main and spec.logging.tensorboard else NullTensorBoard())
         self.console = (ConsoleProgress(epochs=spec.train.epochs, steps_per_epoch=self.steps_per_epoch)
                         if env.is_main and spec.logging.progress else NullProgress())
