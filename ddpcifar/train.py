@@ -87,6 +87,9 @@ def _run_numpy(spec, args: argparse.Namespace, world_size: int) -> int:
     if world_size > 1:
         raise UserError("model 'scratch_cnn' runs on the NumPy engine in a single process; "
                         "launch it with `python -m ddpcifar.train`, not torchrun")
+    if args.resume:
+        raise UserError("--resume: the NumPy engine (model 'scratch_cnn') does not resume; "
+                        "start a new run with --set logging.run_name=NAME")
     decide_resume(spec.run_dir, asked=False, restarted=False)
     run_scratch_spec(spec)
     return 0

@@ -56,3 +56,13 @@ def test_replayed_steps_are_logged_once(tmp_path, prepared_data):
     assert steps == sorted(set(steps)) and steps[-1] == 20, steps
     assert not list((run / "checkpoints").glob(".*.tmp")), "stale temporary files removed"
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
+
+
+def test_numpy_engine_refuses_resume(tmp_path, prepared_data, capsys):
+    args = [str(ROOT / "specs" / "scratch_cnn.json"), "--set", f"data.dir={prepared_data.data_dir}",
+            "--set", f"logging.runs_dir={tmp_path}", "--resume"]
+    assert train_main(args) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --resume: the NumPy engine (model 'scratch_cnn') does not resume; start a new "
+        "run with --set logging.run_name=NAME")
+    assert not (tmp_path / "scratch_cnn").exists()
