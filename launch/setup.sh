@@ -26,6 +26,9 @@ fi
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "setup: Python >= 3.11 is required")'
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+# Some machines' pip configuration names local index folders that do not exist; pip warns
+# once per package about each. Drop only those lines.
+pip_install() { "${PIP[@]}" "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2); }
 
 # Skip the pip work when the pins have not changed since the last successful install.
 stamp="$VENV/.ddpcifar-install"
@@ -35,12 +38,12 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
 else
     echo "setup: installing Python dependencies into $VENV"
     # torch first: the largest download, and FFCV's build needs it importable.
-    "${PIP[@]}" install -q -c launch/constraints.txt torch torchvision
-    "${PIP[@]}" install -q -c launch/constraints.txt -e ".[test]"
+    pip_install install -q -c launch/constraints.txt torch torchvision
+    pip_install install -q -c launch/constraints.txt -e ".[test]"
     # FFCV depends on opencv-python, albumentations on opencv-python-headless; both ship a `cv2`
     # package in the same folder. Keep exactly one: the headless build.
     "${PIP[@]}" uninstall -y -q opencv-python opencv-python-headless
-    "${PIP[@]}" install -q --no-deps -c launch/constraints.txt opencv-python-headless
+    pip_install install -q --no-deps -c launch/constraints.txt opencv-python-headless
     echo "$want" > "$stamp"
 fi
 
