@@ -145,9 +145,10 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_ffcv_distributed_eval_indices_match_ffcv_order(data_dir: Path, tmp_path: Path) -> None:
     """FFCV cannot report indices; prove the derived ones against what it actually loaded."""
-    # fork: the children inherit the imported torch/FFCV instead of importing them again.
+    # spawn, not fork: by now this process runs FFCV and torch threads, and a child forked
+    # while one of them holds a lock deadlocks (it hung the full suite in CI).
     mp.start_processes(_ffcv_eval_rank, args=(2, free_port(), data_dir, tmp_path), nprocs=2,
-                       join=True, start_method="fork")
+                       join=True, start_method="spawn")
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     real = torch.cat([r["index"][r["index"] >= 0] for r in results])
     assert sorted(real.tolist()) == list(range(N_TEST))  # every sample exactly once

@@ -166,6 +166,11 @@ class AlbumentationsEpoch(Dataset):
 
 def _seed_worker(worker_id: int) -> None:
     """DataLoader worker_init_fn: runs in each fresh worker process (workers restart each epoch)."""
+    import cv2
+
+    # The worker is forked: OpenCV's thread pool, if the parent ever used it, is not usable in
+    # the child. One-image 32x32 ops gain nothing from it anyway.
+    cv2.setNumThreads(0)
     info = get_worker_info()
     assert info is not None  # only ever called inside a worker
     info.dataset.seed_stream(worker_id)
