@@ -514,7 +514,7 @@ def test_subprocess_train_existing_run(run_copy):
 
 @pytest.mark.slow
 def test_subprocess_torchrun_odd_global_batch(tmp_path, prepared_data):
-    """Under torchrun every rank fails with the same line; torchrun then reports the exit codes
+    """Under torchrun each rank fails with the same line; torchrun then reports the exit codes
     (its own ChildFailedError summary), but no rank prints a traceback. (scratch_cnn under
     torchrun fails the same way, at the same place: test_launch_environment_errors.)"""
     expected = ("train.global_batch_size=33 is not divisible by the world size 2 (allowed: a "
@@ -526,7 +526,9 @@ def test_subprocess_torchrun_odd_global_batch(tmp_path, prepared_data):
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode != 0
     errors = [l for l in out.stderr.splitlines() if l.startswith("error: ")]
-    assert len(errors) == 2, out.stderr  # one line from each rank
+    # One line per rank that got to print it: once the first rank exits, torchrun SIGTERMs the
+    # other, which may or may not have printed its own (identical) line by then.
+    assert 1 <= len(errors) <= 2, out.stderr
     assert all(l.startswith(f"error: invalid spec {path}: ") and expected in l for l in errors)
     assert "exitcode  : 2" in out.stderr  # torchrun saw the one-line failure's exit status
     assert "[rank0]: Traceback" not in out.stderr and "[rank1]: Traceback" not in out.stderr
