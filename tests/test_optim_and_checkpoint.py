@@ -1,4 +1,4 @@
-"""Learning-rate schedules, optimizer grouping and checkpoint integrity (unit level)."""
+"""Learning-rate schedules, optimizer grouping, checkpoint integrity, sample selection (unit level)."""
 
 from __future__ import annotations
 
@@ -134,3 +134,15 @@ def test_foreign_file_is_not_a_checkpoint(tmp_path):
         load_checkpoint(path, verify=False)
     with pytest.raises(UserError, match=r"has no f\.pt\.sha256; refusing to load"):
         load_checkpoint(path)
+
+
+def test_saved_samples_cover_every_class_in_index_order():
+    from ddpcifar.engine.evaluation import spread_by_class
+
+    # A class-ordered split: class 0's mistakes come first by index.
+    rows = [(i, i // 10, (i // 10 + 1) % 3, 0.5) for i in range(30)]
+    picked = spread_by_class(rows, 6)
+    assert [r[1] for r in picked] == [0, 0, 1, 1, 2, 2]
+    assert [r[0] for r in picked] == [0, 1, 10, 11, 20, 21]
+    assert spread_by_class(rows, 100) == rows
+    assert spread_by_class(rows, 0) == []
