@@ -137,12 +137,11 @@ def test_foreign_file_is_not_a_checkpoint(tmp_path):
 
 
 def test_saved_samples_cover_every_class_in_index_order():
-    from ddpcifar.engine.evaluation import spread_by_class
+    from ddpcifar.engine.rundir import spread_by_class
 
     # A class-ordered split: class 0's mistakes come first by index.
-    rows = [(i, i // 10, (i // 10 + 1) % 3, 0.5) for i in range(30)]
-    picked = spread_by_class(rows, 6)
-    assert [r[1] for r in picked] == [0, 0, 1, 1, 2, 2]
-    assert [r[0] for r in picked] == [0, 1, 10, 11, 20, 21]
-    assert spread_by_class(rows, 100) == rows
-    assert spread_by_class(rows, 0) == []
+    true = [i // 10 for i in range(30)]
+    assert spread_by_class(true, 6) == [0, 1, 10, 11, 20, 21]
+    assert spread_by_class(true, 100) == list(range(30))
+    assert spread_by_class(true, 0) == []
+    assert spread_by_class([2, 2, 0, 1, 2], 3) == [0, 2, 3]  # one of each class first

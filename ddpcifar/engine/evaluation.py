@@ -34,24 +34,6 @@ class EvalResult:
                 "per_class": self.per_class, "confusion": self.confusion, "count": self.count}
 
 
-def spread_by_class(rows: list[tuple[int, int, int, float]], limit: int) -> list[tuple[int, int, int, float]]:
-    """Up to `limit` misclassified rows taken round-robin over true classes, in index order.
-
-    The first N by index would all be one class when a split is stored class by class (an
-    image-folder source); this keeps every class's mistakes in the saved gallery.
-    """
-    by_class: dict[int, list[tuple[int, int, int, float]]] = {}
-    for row in rows:
-        by_class.setdefault(row[1], []).append(row)
-    queues = [by_class[c] for c in sorted(by_class)]
-    picked: list[tuple[int, int, int, float]] = []
-    depth = 0
-    while len(picked) < limit and any(depth < len(q) for q in queues):
-        picked.extend(q[depth] for q in queues if depth < len(q))
-        depth += 1
-    return sorted(picked[:limit])
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,

@@ -20,6 +20,24 @@ from ddpcifar.atomic import atomic_open, write_json
 FORMAT_VERSION = 1
 
 
+def spread_by_class(true_classes: Sequence[int], limit: int) -> list[int]:
+    """Positions of up to `limit` items taken round-robin over their true classes, ascending.
+
+    Which misclassified samples a run keeps: the first N by index would all be one class when
+    a split is stored class by class (an image-folder source), so every class gets its turn.
+    """
+    by_class: dict[int, list[int]] = {}
+    for position, cls in enumerate(true_classes):
+        by_class.setdefault(int(cls), []).append(position)
+    queues = [by_class[c] for c in sorted(by_class)]
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < limit and any(depth < len(q) for q in queues):
+        picked.extend(q[depth] for q in queues if depth < len(q))
+        depth += 1
+    return sorted(picked[:limit])
+
+
 class RunDir:
     """Writes spec, status, metrics, samples and summary for one run."""
 

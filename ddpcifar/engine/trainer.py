@@ -24,9 +24,9 @@ from ddpcifar.engine.checkpoint import load_latest, rotate_and_save, save_checkp
 from ddpcifar.engine.console import ConsoleProgress, NullProgress
 from ddpcifar.engine.distributed import (DistEnv, all_gather_objects, all_reduce_sum, as_peer_timeout,
                                          broadcast_object)
-from ddpcifar.engine.evaluation import EvalResult, evaluate, spread_by_class
+from ddpcifar.engine.evaluation import EvalResult, evaluate
 from ddpcifar.engine.optim import build_optimizer, build_scheduler
-from ddpcifar.engine.rundir import NullRunDir, RunDir
+from ddpcifar.engine.rundir import NullRunDir, RunDir, spread_by_class
 from ddpcifar.engine.tensorboard import NullTensorBoard, TensorBoardSink
 from ddpcifar.models import build_model
 from ddpcifar.models.inspect import count_parameters
@@ -283,7 +283,8 @@ class Trainer:
         return result
 
     def _write_samples(self, result: EvalResult) -> None:
-        rows = spread_by_class(result.misclassified, self.spec.eval.max_samples)
+        keep = spread_by_class([r[1] for r in result.misclassified], self.spec.eval.max_samples)
+        rows = [result.misclassified[i] for i in keep]
         if self._test_images is None:
             threads = torch.get_num_threads()
             self._test_images, _ = read_split(self.spec.data.dir, "test")

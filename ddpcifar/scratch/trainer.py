@@ -434,8 +434,11 @@ class _Run:
 
 def _write_misclassified(rundir: RunWriter, epoch: int, data: ScratchData, ev: Evaluation,
                          max_samples: int) -> None:
-    """Save up to `max_samples` misclassified test images, in test-set order."""
-    wrong = np.flatnonzero(ev.pred != data.test_y)[:max_samples]
+    """Save up to `max_samples` misclassified test images, spread over the true classes."""
+    from ddpcifar.engine.rundir import spread_by_class  # torch-free, like this package
+
+    wrong = np.flatnonzero(ev.pred != data.test_y)
+    wrong = wrong[spread_by_class(data.test_y[wrong], max_samples)]
     rundir.write_samples(epoch, images=np.ascontiguousarray(data.test_x[wrong]),
                          true=data.test_y[wrong], pred=ev.pred[wrong],
                          confidence=ev.confidence[wrong], index=data.test_index[wrong])
