@@ -93,16 +93,30 @@ def read_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
 
     Read through FFCV's Loader (sequential order, no augmentation), so it checks the file the
     way training reads it. Large batches and two workers keep 50,000 images at about a second.
+    Inert for the caller: FFCV sets torch's intra-op thread count to its worker count (which
+    made CPU training steps ~20x slower), so it is put back; and a fixed seed keeps FFCV from
+    drawing one from numpy's global RNG (an exact resume depends on that stream).
     """
+    import torch
+
     path = beton_path(data_dir, split)
     if not path.is_file():
         raise UserError(f"beton file missing: {path}")
+    threads = torch.get_num_threads()
+    try:
+        return _read_all(path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _read_all(path: Path) -> tuple[np.ndarray, np.ndarray]:
     loader = Loader(
         str(path),
         batch_size=5000,
         num_workers=2,
         order=OrderOption.SEQUENTIAL,
         drop_last=False,
+        seed=0,
         pipelines={"image": [SimpleRGBImageDecoder()], "label": [IntDecoder()]},
     )
     n = loader.reader.num_samples

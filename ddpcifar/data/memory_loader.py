@@ -41,12 +41,7 @@ class MemoryBatchLoader:
     ) -> None:
         from ddpcifar.data.beton import read_split  # the converter's reader (FFCV, file order)
 
-        # read_split runs an FFCV Loader, which resets torch's thread count and, given no
-        # seed, draws one from the global numpy RNG: undo both so building a loader is inert.
-        threads, numpy_state = torch.get_num_threads(), np.random.get_state()
-        images, labels = read_split(data.dir, split)
-        torch.set_num_threads(threads)
-        np.random.set_state(numpy_state)
+        images, labels = read_split(data.dir, split)  # leaves torch threads and global RNGs alone
         self.positions = subset_positions(len(labels), data.max_samples)
         if self.positions is not None:
             images, labels = images[self.positions], labels[self.positions]

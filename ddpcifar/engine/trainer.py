@@ -98,10 +98,6 @@ class Trainer:
 
         # Derived numbers, computed once (and checked by the spec's cross-field validation).
         self.rank_batch = spec.train.global_batch_size // env.world_size
-        # FFCV's Loader (also behind read_split) sets torch's intra-op thread count to its
-        # worker count; on a CPU with one process per core that oversubscription made every
-        # step ~20x slower (notes/resilience.md), so the launcher's choice is put back.
-        threads = torch.get_num_threads()
         common = dict(rank=env.rank, world_size=env.world_size, seed=spec.train.seed,
                       device=env.device, mean=self.meta.mean, std=self.meta.std)
         self.train_loader = build_loader(spec.data, spec.augment, split="train",
@@ -109,7 +105,6 @@ class Trainer:
         self.test_loader = build_loader(spec.data, spec.augment, split="test",
                                         batch_size=spec.eval.batch_size // env.world_size,
                                         train=False, **common)
-        torch.set_num_threads(threads)
         self.steps_per_epoch = len(self.train_loader)  # > 0: build_loader refuses a tiny split
         self.optimizer = build_optimizer(self.model, spec.optimizer)
         self.scheduler = build_scheduler(self.optimizer, spec.schedule,
@@ -286,9 +281,7 @@ class Trainer:
         keep = spread_by_class([r[1] for r in result.misclassified], self.spec.eval.max_samples)
         rows = [result.misclassified[i] for i in keep]
         if self._test_images is None:
-            threads = torch.get_num_threads()
             self._test_images, _ = read_split(self.spec.data.dir, "test")
-            torch.set_num_threads(threads)  # see __init__: FFCV changes it
         index = np.array([r[0] for r in rows], dtype=np.int64)
         images = self._test_images[index] if len(rows) else np.zeros((0, 32, 32, 3), np.uint8)
         self.run.write_samples(self.epoch, images=images,
