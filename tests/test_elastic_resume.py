@@ -58,7 +58,11 @@ def write_spec(path: Path, data_dir: Path, runs_dir: Path, *, epochs: int = 3,
 
 def launch_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHELASTIC", "MASTER_"))}
-    env.update({"TORCHRUN": str(TORCHRUN), "OMP_NUM_THREADS": "1", "NPROC": "2", **extra})
+    # RANKS_FILTER= : every local rank's output reaches the console (the launch scripts show
+    # only local rank 0's by default), so a failure shows the rank that failed.
+    # PYTHONFAULTHANDLER: a worker killed by SIGABRT/SIGSEGV prints every thread's Python stack.
+    env.update({"TORCHRUN": str(TORCHRUN), "OMP_NUM_THREADS": "1", "NPROC": "2",
+                "RANKS_FILTER": "", "PYTHONFAULTHANDLER": "1", **extra})
     return env
 
 
@@ -151,14 +155,14 @@ def test_sigkill_mid_epoch_restarts_and_matches_uninterrupted_run(tmp_path, prep
     finally:
         killed.kill()
         reference.kill()
-    assert killed.returncode == 0, output[-4000:]
+    assert killed.returncode == 0, output
     assert "failed (exitcode: -9) local_rank: 0" in output  # torchrun saw the kill ...
     # ... and restarted the group, which resumed from a mid-epoch checkpoint (step 12, or
     # step 16 if the victim got that far before the signal landed).
     assert "resumingfrom" in flat(output)
     assert re.search(r"checkpoints/last.pt\(epoch1,step(12|16)\)", flat(output)), output[-3000:]
 
-    assert reference.returncode == 0, reference_output[-4000:]
+    assert reference.returncode == 0, reference_output
 
     a, b = final_state(runs / "reference"), final_state(runs / "killed")
     assert a.keys() == b.keys()

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,13 +26,35 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch"
 SCRIPTS = ("standalone.sh", "multinode.sh", "slurm.sbatch")
+# Every shell script of the repository is linted, the helpers above and the rest.
+LINTED = [LAUNCH / name for name in (*SCRIPTS, "main.sh", "setup.sh", "test.sh")] + sorted(
+    (ROOT / "benchmarks").glob("*.sh"))
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def rendezvous_port() -> int:
+    """A free port below the kernel's ephemeral range, for a c10d rendezvous endpoint.
+
+    The port is released here and bound by torchrun seconds later. A port from the ephemeral
+    range (what `bind(("", 0))` returns) can be handed to another process in that window:
+    the other launches of the same test pick their workers' MASTER_PORT that way, and gloo's
+    listeners and every outgoing connection draw from that range too. The kernel never hands
+    out a port below the range, so only an explicit bind could take it.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default lower bound
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 8000), low) if low > 2048 else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError(f"no free port found below {low}")
 
 
 def write_spec(path: Path, data_dir: Path, runs_dir: Path, **train: object) -> Path:
@@ -51,7 +75,9 @@ def write_spec(path: Path, data_dir: Path, runs_dir: Path, **train: object) -> P
 
 def launch_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHELASTIC", "MASTER_"))}
-    env.update({"TORCHRUN": str(TORCHRUN), "OMP_NUM_THREADS": "1", **extra})
+    # PYTHONFAULTHANDLER: a worker killed by SIGABRT/SIGSEGV prints every thread's Python stack.
+    env.update({"TORCHRUN": str(TORCHRUN), "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1",
+                **extra})
     return env
 
 
@@ -63,9 +89,8 @@ def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------ the scripts themselves
 
 
-@pytest.mark.parametrize("name", SCRIPTS)
-def test_scripts_parse_and_pass_shellcheck(name):
-    script = LAUNCH / name
+@pytest.mark.parametrize("script", LINTED, ids=lambda p: p.name)
+def test_scripts_parse_and_pass_shellcheck(script):
     assert os.access(script, os.X_OK), f"{script} is not executable"
     subprocess.run(["bash", "-n", str(script)], check=True)
     if shutil.which("shellcheck") is None:
@@ -163,24 +188,36 @@ def test_two_nodes_equal_one_node(tmp_path, prepared_data):
     runs = tmp_path / "runs"
     spec = write_spec(tmp_path / "spec.json", prepared_data.data_dir, runs)
 
-    port = free_port()
+    port = rendezvous_port()
+    # RANKS_FILTER= : every local rank's output reaches the console, so a failure shows the
+    # rank that failed, not only local rank 0 and torchrun's exit-code summary.
     env = launch_env(NNODES="2", NPROC="1", RDZV_ENDPOINT=f"127.0.0.1:{port}",
-                     RDZV_ID=f"test{port}")
+                     RDZV_ID=f"test{port}", RANKS_FILTER="")
     cmd = [str(LAUNCH / "multinode.sh"), str(spec), "--set", "logging.run_name=two"]
     # All three agents at once (the one-node run too): start-up dominates on a small machine.
     procs = [subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     procs.append(subprocess.Popen(
         [str(LAUNCH / "standalone.sh"), str(spec), "--set", "logging.run_name=one"],
-        env=launch_env(NPROC="2"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True))
+        env=launch_env(NPROC="2", RANKS_FILTER=""), cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True))
+    outputs: list[str] = []
+    timed_out = False
     try:
-        outputs = [p.communicate(timeout=300)[0] for p in procs]
+        for p in procs:
+            outputs.append(p.communicate(timeout=300)[0])
+    except subprocess.TimeoutExpired:
+        timed_out = True
     finally:
         for p in procs:
             p.kill()
-    for p, text in zip(procs, outputs):
-        assert p.returncode == 0, text[-3000:]
+        outputs += [p.communicate()[0] for p in procs[len(outputs):]]
+    if timed_out or any(p.returncode != 0 for p in procs):
+        names = ("first multinode.sh", "second multinode.sh", "standalone.sh, two ranks")
+        report = [f"===== {name}: exit status {p.returncode}\n{text}"
+                  for name, p, text in zip(names, procs, outputs)]
+        pytest.fail(("timed out" if timed_out else "a launch failed")
+                    + "; the whole output of every launch follows\n" + "\n".join(report))
     assert all("--nnodes=2 --nproc-per-node=1 --rdzv-backend=c10d" in t for t in outputs[:2])
     assert "--standalone --nproc-per-node=2" in outputs[2]
 
