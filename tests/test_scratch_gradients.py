@@ -8,8 +8,6 @@ torch's NCHW / (out, in, kh, kw) / (out, in) layouts before the comparison.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -17,8 +15,7 @@ import torch.nn.functional as F
 
 from ddpcifar.scratch.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, SoftmaxCrossEntropy
 from ddpcifar.scratch.network import Sequential
-from ddpcifar.scratch.optim import SGD, is_decayed
-from ddpcifar.scratch.schedule import Constant, StepDecay, WarmupCosine
+from ddpcifar.scratch.optim import SGD, clip_grad_norm, is_decayed
 
 TOL = 1e-6
 
@@ -159,16 +156,16 @@ def test_flatten_matches_torch():
     assert rel_error(flat.backward(grad_out), xt.grad.numpy()) < TOL
 
 
-@pytest.mark.parametrize("n", [1, 6])
-def test_softmax_cross_entropy_matches_torch(n):
+@pytest.mark.parametrize("n, smoothing", [(1, 0.0), (6, 0.0), (1, 0.1), (6, 0.3)])
+def test_softmax_cross_entropy_matches_torch(n, smoothing):
     rng = np.random.default_rng(7)
     logits = rng.standard_normal((n, 10)) * 5
     labels = rng.integers(0, 10, n)
-    ce = SoftmaxCrossEntropy()
+    ce = SoftmaxCrossEntropy(label_smoothing=smoothing)
     loss = ce.forward(logits, labels)
     dlogits = ce.backward()
     lt = torch.tensor(logits, requires_grad=True)
-    lossT = F.cross_entropy(lt, torch.tensor(labels))
+    lossT = F.cross_entropy(lt, torch.tensor(labels), label_smoothing=smoothing)
     lossT.backward()
     assert abs(loss - lossT.item()) / abs(lossT.item()) < TOL
     assert rel_error(dlogits, lt.grad.numpy()) < TOL
@@ -264,48 +261,68 @@ def test_sgd_follows_the_momentum_formula_step_by_step():
     w0 = rng.standard_normal((3, 2))
     params = {"0.weight": w0.copy(), "0.bias": np.zeros(2)}
     opt = SGD(params, lr=0.1, momentum=0.8, weight_decay=0.01)
-    v = np.zeros_like(w0)
+    b = np.zeros_like(w0)
     w = w0.copy()
     for lr in (0.1, 0.05, 0.2):
         g = rng.standard_normal((3, 2))
         opt.lr = lr
         opt.step({"0.weight": g, "0.bias": np.zeros(2)})
-        v = 0.8 * v - lr * (g + 0.01 * w)
-        w = w + v
+        b = 0.8 * b + (g + 0.01 * w)
+        w = w - lr * b
         np.testing.assert_allclose(params["0.weight"], w, rtol=1e-12, atol=1e-15)
 
 
-def test_sgd_matches_torch_sgd_at_constant_lr_but_not_after_an_lr_change():
-    """torch keeps b = mu*b + g and steps w -= lr*b; ours keeps v = mu*v - lr*g (v = -lr*b).
-
-    With a fixed lr the two are the same sequence of weights; after lr changes torch's
-    velocity is rescaled by the new lr while ours keeps the old steps' scale.
-    """
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_matches_torch_sgd_while_lr_changes(nesterov):
+    """The update torch.optim.SGD makes, step for step, so optimizer.* and a per-step
+    schedule mean the same in both engines (torch decays every parameter of a group: the
+    bias goes in a group without decay, as the torch engine does)."""
     rng = np.random.default_rng(10)
     w0, b0 = rng.standard_normal((4, 3)), rng.standard_normal(3)
     grads = [(rng.standard_normal((4, 3)), rng.standard_normal(3)) for _ in range(6)]
-    lrs = [0.1, 0.1, 0.1, 0.02, 0.02, 0.02]
+    lrs = [0.1, 0.1, 0.1, 0.02, 0.05, 0.0]
 
     params = {"0.weight": w0.copy(), "0.bias": b0.copy()}
-    ours = SGD(params, lr=0.1, momentum=0.9, weight_decay=0.05)
+    ours = SGD(params, lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=0.05)
     tw = torch.tensor(w0, requires_grad=True)
     tb = torch.tensor(b0, requires_grad=True)
-    # torch decays every parameter in a group: put the bias in a group without decay.
     theirs = torch.optim.SGD([{"params": [tw], "weight_decay": 0.05},
-                              {"params": [tb], "weight_decay": 0.0}], lr=0.1, momentum=0.9)
-    for step, ((gw, gb), lr) in enumerate(zip(grads, lrs)):
+                              {"params": [tb], "weight_decay": 0.0}], lr=0.1, momentum=0.9,
+                             nesterov=nesterov)
+    for (gw, gb), lr in zip(grads, lrs):
         ours.lr = lr
         ours.step({"0.weight": gw, "0.bias": gb})
         for group in theirs.param_groups:
             group["lr"] = lr
         tw.grad, tb.grad = torch.tensor(gw), torch.tensor(gb)
         theirs.step()
-        err = max(rel_error(params["0.weight"], tw.detach().numpy()),
-                  rel_error(params["0.bias"], tb.detach().numpy()))
-        if step < 3:
-            assert err < 1e-12
-        else:
-            assert err > 1e-3  # the documented difference, not a bug
+        assert rel_error(params["0.weight"], tw.detach().numpy()) < 1e-12
+        assert rel_error(params["0.bias"], tb.detach().numpy()) < 1e-12
+    # the two momentum variants really differ (the test above could not pass for both otherwise)
+    plain = {"0.weight": w0.copy(), "0.bias": b0.copy()}
+    other = SGD(plain, lr=0.1, momentum=0.9, nesterov=not nesterov, weight_decay=0.05)
+    for (gw, gb), lr in zip(grads, lrs):
+        other.lr = lr
+        other.step({"0.weight": gw, "0.bias": gb})
+    assert rel_error(plain["0.weight"], params["0.weight"]) > 1e-3
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])
+def test_clip_grad_norm_matches_torch(max_norm):
+    rng = np.random.default_rng(12)
+    arrays = {"0.weight": rng.standard_normal((3, 3, 2, 4)), "0.bias": rng.standard_normal(4),
+              "3.weight": rng.standard_normal((8, 5))}
+    ours = {k: v.copy() for k, v in arrays.items()}
+    norm = clip_grad_norm(ours, max_norm)
+    tensors = [torch.zeros(v.shape, dtype=torch.float64, requires_grad=True) for v in arrays.values()]
+    for t, v in zip(tensors, arrays.values()):
+        t.grad = torch.tensor(v)
+    torch_norm = torch.nn.utils.clip_grad_norm_(tensors, max_norm)
+    assert norm == pytest.approx(float(torch_norm), rel=1e-12)
+    for t, v in zip(tensors, ours.values()):
+        assert rel_error(v, t.grad.numpy()) < 1e-12
+    clipped = np.sqrt(sum(np.square(v).sum() for v in ours.values()))
+    assert clipped <= min(max_norm, norm) + 1e-9
 
 
 def test_weight_decay_applies_to_weights_not_biases():
@@ -315,22 +332,6 @@ def test_weight_decay_applies_to_weights_not_biases():
     np.testing.assert_allclose(w, 3.0 * (1 - 0.1 * 0.5))
     np.testing.assert_array_equal(b, 3.0)
     assert is_decayed("12.weight") and not is_decayed("12.bias")
-
-
-def test_warmup_cosine_values():
-    s = WarmupCosine(peak=1.0, total_steps=10, warmup_steps=2, final=0.0)
-    values = [s(i) for i in range(11)]
-    assert values[:2] == [0.5, 1.0]  # linear warm-up ends at the peak
-    assert values[2] == pytest.approx(1.0)
-    assert values[6] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8)))
-    assert values[10] == pytest.approx(0.0, abs=1e-12)
-    assert all(a >= b for a, b in zip(values[1:], values[2:]))  # monotone after warm-up
-
-
-def test_step_and_constant_schedules():
-    s = StepDecay(0.1, step_size=3, gamma=0.5)
-    assert [s(i) for i in range(7)] == pytest.approx([0.1] * 3 + [0.05] * 3 + [0.025])
-    assert Constant(0.3)(1000) == 0.3
 
 
 def test_tiny_network_overfits_a_tiny_batch():

@@ -1,4 +1,7 @@
-"""The NumPy engine's trainer end to end: run directory contract, checkpoint, config checks."""
+"""The NumPy engine's trainer end to end: run directory contract, checkpoint, data split.
+
+Settings always come from a validated spec (numpy_runner.scratch_settings), as in the CLI.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,14 @@ import numpy as np
 import pytest
 
 from ddpcifar.data.meta import CIFAR10_CLASSES
+from ddpcifar.engine.numpy_runner import run_scratch_spec, scratch_settings
 from ddpcifar.engine.rundir import RunDir
 from ddpcifar.errors import UserError
-from ddpcifar.scratch.augment import Normalizer, flip_translate
+from ddpcifar.scratch.augment import Normalizer
 from ddpcifar.scratch.network import Sequential
-from ddpcifar.scratch.trainer import (ScratchConfig, fit, make_data, split_train_val,
-                                      train_scratch)
+from ddpcifar.scratch.settings import ScratchSettings
+from ddpcifar.scratch.trainer import Splits, split_train_val, train_scratch
+from ddpcifar.spec import RunSpec, load_spec
 
 # Small enough to train in a few seconds on 32x32 inputs.
 TINY = [
@@ -27,6 +32,30 @@ TINY = [
 EVAL_KEYS = {"loss", "top1", "top3", "top5", "per_class", "confusion", "count"}
 
 
+def scratch_spec(tmp_path: Path, overrides: list[str] = (), data_dir: Path | str = "data/cifar10",
+                 ) -> RunSpec:
+    """A validated scratch_cnn spec (the tiny network, no progress bar) plus `overrides`."""
+    data = {
+        "data": {"dir": str(data_dir)},
+        "model": {"name": "scratch_cnn"},
+        "optimizer": {"lr": 0.01, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4},
+        "schedule": {"name": "cosine", "warmup_epochs": 1},
+        "augment": {"kind": "basic", "translate": 2},
+        "train": {"epochs": 2, "global_batch_size": 50},
+        "eval": {"batch_size": 500},
+        "scratch": {"architecture": TINY},
+        "logging": {"runs_dir": str(tmp_path / "runs"), "run_name": "run", "progress": False,
+                    "tensorboard": False},
+    }
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(data))
+    return load_spec(path, overrides)
+
+
+def settings_of(tmp_path: Path, overrides: list[str] = ()) -> ScratchSettings:
+    return scratch_settings(scratch_spec(tmp_path, overrides))
+
+
 def make_rundir(path: Path, epochs: int) -> RunDir:
     return RunDir(path, name=path.name, model="scratch_cnn", engine="numpy", epochs=epochs,
                   world_size=1, classes=CIFAR10_CLASSES)
@@ -37,11 +66,15 @@ def read_metrics(run: Path) -> list[dict]:
 
 
 def test_train_scratch_writes_the_documented_run_directory(prepared_data, tmp_path):
+    """Through the runner the CLI uses: reads the betons, converts the spec, trains."""
     data_dir, _, test = prepared_data
-    cfg = ScratchConfig(data_dir=str(data_dir), epochs=2, batch_size=50, lr=0.01,
-                        architecture=TINY, val_fraction=0.2, log_every=7, max_samples=5)
-    run = tmp_path / "run"
-    summary = train_scratch(cfg, make_rundir(run, cfg.epochs), progress=False)
+    spec = scratch_spec(tmp_path, ["scratch.val_fraction=0.2", "train.log_every=7",
+                                   "eval.max_samples=5", "logging.tensorboard=true"],
+                        data_dir=data_dir)
+    run = spec.run_dir
+    summary = run_scratch_spec(spec)
+    assert json.loads((run / "spec.json").read_text()) == spec.resolved()
+    assert list((run / "tb").glob("events.out.tfevents.*")), "logging.tensorboard is honoured"
 
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished" and status["error"] is None
@@ -112,13 +145,14 @@ def learnable_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def test_fit_learns_a_learnable_task(tmp_path):
+def test_train_scratch_learns_a_learnable_task(tmp_path):
     train_x, train_y = learnable_data(600, seed=0)
     test_x, test_y = learnable_data(200, seed=1)
-    cfg = ScratchConfig(epochs=3, batch_size=32, lr=0.02, architecture=TINY, val_fraction=0.1,
-                        augment=False, log_every=100)
-    data = make_data(cfg, train_x, train_y, test_x, test_y, (60.0,) * 3, (60.0,) * 3)
-    summary = fit(cfg, data, make_rundir(tmp_path / "run", cfg.epochs), progress=False)
+    settings = settings_of(tmp_path, ["train.epochs=3", "train.global_batch_size=32",
+                                      "optimizer.lr=0.02", "augment.kind=none",
+                                      "train.log_every=100"])
+    splits = Splits(train_x, train_y, test_x, test_y, (60.0,) * 3, (60.0,) * 3, num_classes=10)
+    summary = train_scratch(settings, splits, make_rundir(tmp_path / "run", 3), progress=False)
     assert summary["final"]["top1"] > 0.9  # chance is 0.1
     assert summary["val_top1"] > 0.9
 
@@ -126,11 +160,13 @@ def test_fit_learns_a_learnable_task(tmp_path):
 def test_failed_run_is_marked_failed(tmp_path):
     train_x, train_y = learnable_data(64, seed=0)
     seven_classes = TINY[:-1] + [{"type": "linear", "out": 7}]
-    cfg = ScratchConfig(epochs=1, batch_size=32, architecture=seven_classes, val_fraction=0.0)
-    data = make_data(cfg, train_x, train_y, train_x, train_y, (60.0,) * 3, (60.0,) * 3)
+    settings = settings_of(tmp_path, ["train.epochs=1", "train.global_batch_size=32",
+                                      "scratch.val_fraction=0", "scratch.architecture="
+                                      + json.dumps(seven_classes)])
+    splits = Splits(train_x, train_y, train_x, train_y, (60.0,) * 3, (60.0,) * 3, num_classes=10)
     run = tmp_path / "run"
     with pytest.raises(UserError, match="7 outputs"):
-        fit(cfg, data, make_rundir(run, 1), progress=False)
+        train_scratch(settings, splits, make_rundir(run, 1), progress=False)
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "failed" and "7 outputs" in status["error"]
 
@@ -148,51 +184,25 @@ def test_validation_split_is_seeded_and_disjoint():
     assert set(a[3]) != set(c[3])
 
 
-def test_flip_translate():
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (64, 8, 8, 3)).astype(np.uint8)
-    out = flip_translate(images, np.random.default_rng(1), max_shift=0)
-    flipped = (out == images[:, :, ::-1]).all(axis=(1, 2, 3))
-    kept = (out == images).all(axis=(1, 2, 3))
-    assert (flipped | kept).all() and 10 < flipped.sum() < 54
-    shifted = flip_translate(images, np.random.default_rng(1), max_shift=2)
-    assert shifted.shape == images.shape and shifted.dtype == np.uint8
-    np.testing.assert_array_equal(shifted, flip_translate(images, np.random.default_rng(1), 2))
-    # every output row is some input row (possibly mirrored): a crop, not a blend
-    for i in range(4):
-        rows = {images[i, r].tobytes() for r in range(8)}
-        assert all(shifted[i, r, 2:6].tobytes() in
-                   {images[i, q, c:c + 4].tobytes() for q in range(8) for c in range(5)} |
-                   {images[i, q, ::-1][c:c + 4].tobytes() for q in range(8) for c in range(5)}
-                   for r in range(2, 6)), rows
+def test_missing_data_dir_is_a_user_error_and_leaves_no_run(tmp_path):
+    spec = scratch_spec(tmp_path, data_dir=tmp_path / "nope")
+    with pytest.raises(UserError, match="data directory not found.*nope"):
+        run_scratch_spec(spec)
+    assert not spec.run_dir.exists()
 
 
-@pytest.mark.parametrize(
-    "change, field",
-    [
-        ({"epochs": 0}, "epochs"),
-        ({"lr": -1.0}, "lr"),
-        ({"momentum": 1.0}, "momentum"),
-        ({"val_fraction": 1.0}, "val_fraction"),
-        ({"schedule": "exp"}, "schedule"),
-        ({"dtype": "float16"}, "dtype"),
-        ({"architecture": [{"type": "conv", "out": 8}]}, r"architecture\[0\]\.kernel"),
-        ({"architecture": [{"type": "conv", "out": 8, "kernel": 3, "pad": 1}]}, "pad"),
-        ({"architecture": [{"type": "pool", "size": 2}]}, r"architecture\[0\]\.type"),
-        ({"architecture": [{"type": "linear", "out": 10}]}, "flatten"),
-    ],
-)
-def test_bad_config_names_the_field(change, field):
-    with pytest.raises(UserError, match=field):
-        ScratchConfig(**change)
+def test_data_max_samples_takes_the_torch_engines_subset(prepared_data, tmp_path):
+    """data.max_samples keeps evenly spaced positions of each split (ddpcifar.data.loaders),
+    before the validation split; samples record positions in the test file."""
+    from ddpcifar.data.meta import load_meta
+    from ddpcifar.engine.numpy_runner import read_splits
 
-
-def test_missing_data_dir_is_a_user_error(tmp_path):
-    cfg = ScratchConfig(data_dir=str(tmp_path / "nope"), epochs=1)
-    with pytest.raises(UserError, match="nope"):
-        train_scratch(cfg, make_rundir(tmp_path / "run", 1), progress=False)
-    status = json.loads((tmp_path / "run" / "status.json").read_text())
-    assert status["state"] == "failed" and "nope" in status["error"]
+    data_dir, train, test = prepared_data
+    spec = scratch_spec(tmp_path, ["data.max_samples=100"], data_dir=data_dir)
+    splits = read_splits(spec, load_meta(data_dir))
+    np.testing.assert_array_equal(splits.train_y, train.labels[::10])  # 1,000 -> every 10th
+    np.testing.assert_array_equal(splits.test_x, test.images[::2])  # 200 -> every 2nd
+    np.testing.assert_array_equal(splits.test_index, np.arange(0, 200, 2))
 
 
 def test_scratch_package_does_not_import_torch():

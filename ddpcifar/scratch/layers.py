@@ -264,22 +264,34 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class SoftmaxCrossEntropy:
-    """Mean cross-entropy of softmax(logits) against integer labels; the loss, not a layer."""
+    """Mean cross-entropy of softmax(logits) against integer labels; the loss, not a layer.
 
-    def __init__(self) -> None:
+    With label smoothing e the target is (1 - e) * onehot + e / K over K classes, as in
+    torch's F.cross_entropy(label_smoothing=e): loss = (1 - e) * NLL + e * mean_k(-log p_k).
+    """
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = label_smoothing
         self._probs: np.ndarray | None = None
         self._labels: np.ndarray | None = None
 
     def forward(self, logits: np.ndarray, labels: np.ndarray) -> float:
         logp = log_softmax(logits)
         self._probs, self._labels = np.exp(logp), labels
-        return float(-logp[np.arange(len(labels)), labels].mean())
+        nll = -logp[np.arange(len(labels)), labels]
+        e = self.label_smoothing
+        if e:
+            nll = (1 - e) * nll - e * logp.mean(axis=1)
+        return float(nll.mean())
 
     def backward(self) -> np.ndarray:
-        """d(mean loss)/d(logits) = (softmax - onehot) / N."""
+        """d(mean loss)/d(logits) = (softmax - target) / N."""
         assert self._probs is not None and self._labels is not None, "backward before forward"
+        e = self.label_smoothing
         grad = self._probs.copy()
-        grad[np.arange(len(self._labels)), self._labels] -= 1
+        if e:
+            grad -= e / grad.shape[1]
+        grad[np.arange(len(self._labels)), self._labels] -= 1 - e
         grad /= len(self._labels)
         return grad
 

@@ -23,7 +23,7 @@ from ddpcifar.scratch.layers import Conv2d, Flatten, Linear, MaxPool2d, Module, 
 
 # Three conv blocks (32-64-128 channels, each halving the resolution) and one linear layer:
 # 114 k parameters, about 21 MFLOP per image forward. Pooling comes before ReLU: the two commute
-# (max is monotone), and ReLU on the pooled map touches 4x fewer values. See notes/scratch.md
+# (max is monotone), and ReLU on the pooled map touches 4x fewer values. See docs/numpy_cnn.md
 # for its accuracy and speed.
 DEFAULT_ARCHITECTURE: list[dict[str, Any]] = [
     {"type": "conv", "out": 32, "kernel": 3, "padding": 1},

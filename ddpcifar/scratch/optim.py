@@ -39,23 +39,46 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """SGD with classical momentum: v <- beta*v - lr*g; w <- w + v.
+    """SGD with momentum, the update torch.optim.SGD makes (dampening 0), so a spec's
+    optimizer section means the same in both engines, also while the learning rate changes:
 
-    torch.optim.SGD keeps b <- beta*b + g and does w <- w - lr*b instead; the two agree
-    (v = -lr*b) while lr is constant and differ when lr changes, because here a new lr only
-    scales the new gradient while torch rescales the whole accumulated velocity.
+        b <- momentum * b + g;   w <- w - lr * b                      (classical)
+                                 w <- w - lr * (g + momentum * b)     (nesterov)
+
+    `g` already holds the L2 term (base class). With momentum 0 it is plain SGD.
     """
 
     def __init__(self, params: dict[str, np.ndarray], *, lr: float, momentum: float = 0.9,
-                 weight_decay: float = 0.0) -> None:
+                 nesterov: bool = False, weight_decay: float = 0.0) -> None:
         super().__init__(params, lr=lr, weight_decay=weight_decay)
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
         self.momentum = momentum
-        self.velocity = {name: np.zeros_like(w) for name, w in params.items()}
+        self.nesterov = nesterov
+        self.buffer = {name: np.zeros_like(w) for name, w in params.items()}
 
     def update(self, name: str, w: np.ndarray, g: np.ndarray) -> None:
-        v = self.velocity[name]
-        v *= self.momentum
-        v -= self.lr * g
-        w += v
+        if self.momentum == 0:
+            w -= self.lr * g
+            return
+        b = self.buffer[name]
+        b *= self.momentum
+        b += g
+        w -= self.lr * (g + self.momentum * b if self.nesterov else b)
+
+
+def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
+    """Scale all gradients in place so their global L2 norm is at most `max_norm`.
+
+    torch.nn.utils.clip_grad_norm_'s rule (factor max_norm / (norm + 1e-6), never above 1),
+    applied to the loss gradients before weight decay, as the torch engine does. Returns the
+    norm before clipping.
+    """
+    norm = float(np.sqrt(sum(float(np.square(g, dtype=np.float64).sum()) for g in grads.values())))
+    factor = max_norm / (norm + 1e-6)
+    if factor < 1:
+        for g in grads.values():
+            g *= factor
+    return norm

@@ -1,93 +1,35 @@
-"""Training loop of the NumPy engine: config, data split, SGD steps, evaluation, run directory.
+"""Training loop of the NumPy engine: validation split, SGD steps, evaluation, run directory.
 
-`train_scratch(cfg, rundir)` is what `python -m ddpcifar.train` calls for `engine: numpy`.
-It reads the prepared betons into memory once, holds out a seeded validation part of the
-train split, trains with SGD+momentum on a warm-up + cosine schedule, evaluates validation and
-test accuracy after every epoch, and writes everything through `rundir` (docs/run_directory.md).
+`train_scratch(settings, splits, rundir)` is what `python -m ddpcifar.train` runs for model
+'scratch_cnn', through ddpcifar.engine.numpy_runner, which reads the prepared betons into NumPy
+arrays and copies the validated run spec into `ScratchSettings`. This module reads no files and
+imports nothing but NumPy and the torch-free ddpcifar.schedule: it holds out a seeded
+validation part of the train split, trains with the spec's optimizer, schedule, loss and
+augmentation, evaluates test (and validation) accuracy, and writes through `rundir`
+(docs/run_directory.md).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 
 from ddpcifar.errors import UserError
+from ddpcifar.schedule import lr_factor
+from ddpcifar.scratch.augment import Normalizer, augment, mean_fill
 from ddpcifar.scratch.blas import set_blas_threads
-from ddpcifar.scratch.augment import Normalizer, flip_translate
 from ddpcifar.scratch.layers import SoftmaxCrossEntropy, log_softmax
-from ddpcifar.scratch.network import DEFAULT_ARCHITECTURE, Sequential
-from ddpcifar.scratch.optim import SGD
-from ddpcifar.scratch.schedule import Constant, StepDecay, WarmupCosine
+from ddpcifar.scratch.network import Sequential
+from ddpcifar.scratch.optim import SGD, clip_grad_norm
+from ddpcifar.scratch.settings import ScratchSettings
 
-SCHEDULES = ("cosine", "step", "constant")
 FINAL_CHECKPOINT = "checkpoints/scratch_final.npz"
 BEST_CHECKPOINT = "checkpoints/scratch_best.npz"
-
-
-@dataclass
-class ScratchConfig:
-    """Everything a scratch run depends on; plain data, checked on construction."""
-
-    data_dir: str = "data/cifar10"
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 0.05  # peak learning rate
-    momentum: float = 0.9
-    weight_decay: float = 5e-4  # L2 on weights (not biases)
-    val_fraction: float = 0.1  # part of the train split held out for validation
-    seed: int = 0  # initialisation, split, shuffling and augmentation
-    schedule: str = "cosine"  # "cosine" (linear warm-up, cosine to 0), "step", "constant"
-    warmup_epochs: float = 1.0  # cosine only
-    step_epochs: float = 5.0  # step only: multiply lr by step_gamma every step_epochs
-    step_gamma: float = 0.1
-    architecture: list[dict[str, Any]] = field(
-        default_factory=lambda: copy.deepcopy(DEFAULT_ARCHITECTURE))
-    augment: bool = True  # random horizontal flip + translate by up to `max_shift` pixels
-    max_shift: int = 2
-    max_train_samples: int | None = None  # cap on training images (after the val split)
-    max_test_samples: int | None = None  # cap on test images (seeded subset, in file order)
-    eval_batch_size: int = 500
-    log_every: int = 50  # optimizer steps between `train` lines in metrics.jsonl
-    max_samples: int = 64  # misclassified test images saved per evaluation
-    dtype: str = "float32"  # "float64" is exact but about 2x slower
-    blas_threads: int | None = None  # OpenBLAS threads for the run; None leaves NumPy's default
-
-    def __post_init__(self) -> None:
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size,
-                    "eval_batch_size": self.eval_batch_size, "log_every": self.log_every}
-        for name, value in positive.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"scratch config {name}: must be an integer >= 1: {value!r}")
-        for name in ("max_train_samples", "max_test_samples", "blas_threads"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise UserError(f"scratch config {name}: must be null or an integer >= 1: {value!r}")
-        if not self.lr > 0:
-            raise UserError(f"scratch config lr: must be > 0: {self.lr!r}")
-        if not 0 <= self.momentum < 1:
-            raise UserError(f"scratch config momentum: must be in [0, 1): {self.momentum!r}")
-        if self.weight_decay < 0:
-            raise UserError(f"scratch config weight_decay: must be >= 0: {self.weight_decay!r}")
-        if not 0 <= self.val_fraction < 1:
-            raise UserError(f"scratch config val_fraction: must be in [0, 1): {self.val_fraction!r}")
-        if self.schedule not in SCHEDULES:
-            raise UserError(f"scratch config schedule: expected one of {', '.join(SCHEDULES)}: "
-                            f"{self.schedule!r}")
-        if self.warmup_epochs < 0 or self.step_epochs <= 0:
-            raise UserError(f"scratch config warmup_epochs/step_epochs: must be >= 0 / > 0: "
-                            f"{self.warmup_epochs!r}, {self.step_epochs!r}")
-        if self.max_samples < 0 or self.max_shift < 0:
-            raise UserError(f"scratch config max_samples/max_shift: must be >= 0: "
-                            f"{self.max_samples!r}, {self.max_shift!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise UserError(f"scratch config dtype: expected float32 or float64: {self.dtype!r}")
-        Sequential(self.architecture)  # raises UserError naming the bad layer field
 
 
 class RunWriter(Protocol):
@@ -103,8 +45,22 @@ class RunWriter(Protocol):
 
 
 @dataclass(frozen=True)
+class Splits:
+    """Both splits as the caller read them: uint8 (N, H, W, C) images and int64 labels."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    mean: tuple[float, ...]  # per channel, 0..255 units
+    std: tuple[float, ...]
+    num_classes: int
+    test_index: np.ndarray | None = None  # each test image's position in its file; None: 0..N-1
+
+
+@dataclass(frozen=True)
 class ScratchData:
-    """The arrays one run trains and evaluates on (uint8 HWC images, int64 labels)."""
+    """The arrays one run trains and evaluates on, after the validation split."""
 
     train_x: np.ndarray
     train_y: np.ndarray
@@ -112,82 +68,50 @@ class ScratchData:
     val_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     test_index: np.ndarray  # position of each test image in the test split (for samples)
-    num_classes: int = 10
+    num_classes: int
 
 
 def split_train_val(
     images: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded random split of the train set into (train_x, train_y, val_x, val_y).
-
-    The training part comes back in random order, so a cap on its size (`max_train_samples`)
-    takes a random subset even when the file is sorted by class.
-    """
+    """Seeded random split of the train set into (train_x, train_y, val_x, val_y)."""
     order = np.random.default_rng(seed).permutation(len(labels))
     n_val = int(round(len(labels) * val_fraction))
     val, train = np.sort(order[:n_val]), order[n_val:]
     return images[train], labels[train], images[val], labels[val]
 
 
-def load_data(cfg: ScratchConfig) -> ScratchData:
-    """Read both betons of `cfg.data_dir` and apply the validation split and sample caps."""
-    # Imported here: reading betons pulls in FFCV, which the engine itself does not need.
-    from ddpcifar.data.beton import read_split
-    from ddpcifar.data.meta import load_meta
-
-    meta = load_meta(cfg.data_dir)
-    train_x, train_y = read_split(cfg.data_dir, "train")
-    test_x, test_y = read_split(cfg.data_dir, "test")
-    return make_data(cfg, train_x, train_y, test_x, test_y, meta.mean, meta.std,
-                     num_classes=len(meta.classes))
-
-
-def make_data(
-    cfg: ScratchConfig,
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    test_x: np.ndarray,
-    test_y: np.ndarray,
-    mean: tuple[float, float, float],
-    std: tuple[float, float, float],
-    num_classes: int = 10,
-) -> ScratchData:
-    """Apply the seeded validation split and the sample caps of `cfg` to in-memory arrays."""
-    tr_x, tr_y, va_x, va_y = split_train_val(train_x, train_y, cfg.val_fraction, cfg.seed)
-    if cfg.max_train_samples is not None:
-        tr_x, tr_y = tr_x[:cfg.max_train_samples], tr_y[:cfg.max_train_samples]
-    test_index = np.arange(len(test_y))
-    if cfg.max_test_samples is not None and cfg.max_test_samples < len(test_y):
-        # a seeded random subset kept in file order: the first N could be all one class
-        test_index = np.sort(np.random.default_rng(cfg.seed).choice(
-            len(test_y), cfg.max_test_samples, replace=False))
-        test_x, test_y = test_x[test_index], test_y[test_index]
-    if len(tr_y) == 0 or len(test_y) == 0:
-        raise UserError(f"no training or test images left after the split: {cfg.data_dir}")
-    return ScratchData(tr_x, tr_y, va_x, va_y, test_x, test_y, tuple(mean), tuple(std),
-                       test_index, num_classes)
+def make_data(settings: ScratchSettings, splits: Splits) -> ScratchData:
+    """Hold out the seeded validation part (scratch.val_fraction) of the train split."""
+    tr_x, tr_y, va_x, va_y = split_train_val(splits.train_x, splits.train_y,
+                                             settings.val_fraction, settings.seed)
+    if len(tr_y) == 0 or len(splits.test_y) == 0:
+        raise UserError(f"no training or test images left after holding out "
+                        f"scratch.val_fraction={settings.val_fraction} of {len(splits.train_y)} "
+                        f"training images ({len(splits.test_y)} test images)")
+    test_index = (np.arange(len(splits.test_y)) if splits.test_index is None
+                  else np.asarray(splits.test_index, dtype=np.int64))
+    return ScratchData(tr_x, tr_y, va_x, va_y, splits.test_x, splits.test_y,
+                       tuple(splits.mean), tuple(splits.std), test_index, splits.num_classes)
 
 
-def make_schedule(cfg: ScratchConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """The learning-rate schedule of `cfg`, as a function of the optimizer step."""
-    total = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "cosine":
-        warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total)
-        return WarmupCosine(cfg.lr, total, warmup)
-    if cfg.schedule == "step":
-        return StepDecay(cfg.lr, max(1, int(round(cfg.step_epochs * steps_per_epoch))),
-                         cfg.step_gamma)
-    return Constant(cfg.lr)
-
-
-def batches(n: int, batch_size: int, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
-    """Index arrays covering range(n) in batches; shuffled when `rng` is given."""
-    order = rng.permutation(n) if rng is not None else np.arange(n)
-    for start in range(0, n, batch_size):
+def batches(order: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """`order` cut into consecutive index arrays of `batch_size` (the last may be shorter)."""
+    for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]
+
+
+def train_order(n: int, seed: int, epoch: int, batch_size: int) -> np.ndarray:
+    """The samples of one epoch (0-based), in order: full batches only, like the torch engine.
+
+    The same draw as ddpcifar.data.loaders.train_order for one process (a permutation seeded
+    by (seed, epoch), the remainder dropped), so train.seed orders the data the same way.
+    """
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return perm[:(n // batch_size) * batch_size]
 
 
 @dataclass
@@ -216,7 +140,7 @@ def evaluate(net: Sequential, images: np.ndarray, labels: np.ndarray, normalize:
     total_loss = 0.0
     hits = {1: 0, 3: 0, 5: 0}
     preds, confs = [], []
-    for idx in batches(len(labels), batch_size, None):
+    for idx in batches(np.arange(len(labels)), batch_size):
         logp = log_softmax(net.forward(normalize(images[idx]), train=False).astype(np.float64))
         y = labels[idx]
         total_loss += float(-logp[np.arange(len(y)), y].sum())
@@ -250,21 +174,15 @@ def _progress(enabled: bool):  # -> rich.progress.Progress | None
         TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
 
 
-def train_scratch(cfg: ScratchConfig, rundir: RunWriter, *, progress: bool = True) -> dict:
-    """Train the scratch CNN on `cfg.data_dir`, write the run directory, return the summary."""
-    try:
-        data = load_data(cfg)
-    except BaseException as err:
-        _mark_failed(rundir, err)
-        raise
-    return fit(cfg, data, rundir, progress=progress)
+def train_scratch(settings: ScratchSettings, splits: Splits, rundir: RunWriter, *,
+                  progress: bool = True) -> dict:
+    """Train the scratch CNN on in-memory `splits`, write the run directory, return the summary.
 
-
-def fit(cfg: ScratchConfig, data: ScratchData, rundir: RunWriter, *,
-        progress: bool = True) -> dict:
-    """Train on in-memory `data`; the part of `train_scratch` that does not read files."""
+    Any error marks the run failed (status.json, one line) before it propagates.
+    """
     try:
-        summary = _fit(cfg, data, rundir, progress)
+        data = make_data(settings, splits)
+        summary = _fit(settings, data, rundir, progress)
     except BaseException as err:
         _mark_failed(rundir, err)
         raise
@@ -278,17 +196,18 @@ def _mark_failed(rundir: RunWriter, err: BaseException) -> None:
     rundir.finish("failed", error=(message.splitlines() or [type(err).__name__])[0])
 
 
-def _fit(cfg: ScratchConfig, data: ScratchData, rundir: RunWriter, progress: bool) -> dict:
-    if cfg.blas_threads is not None:
-        set_blas_threads(cfg.blas_threads)
-    run = _Run(cfg, data, rundir)
+def _fit(settings: ScratchSettings, data: ScratchData, rundir: RunWriter, progress: bool) -> dict:
+    if settings.blas_threads is not None:
+        set_blas_threads(settings.blas_threads)
+    run = ScratchRun(settings, data, rundir)
     bar = _progress(progress)
     if bar is not None:
         bar.start()
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(1, settings.epochs + 1):
             train_loss, train_top1 = run.train_epoch(epoch, bar)
-            run.evaluate_epoch(epoch, train_loss, train_top1, bar)
+            if epoch % settings.eval_every == 0 or epoch == settings.epochs:
+                run.evaluate_epoch(epoch, train_loss, train_top1, bar)
     finally:
         if bar is not None:
             bar.stop()
@@ -317,24 +236,30 @@ class _Running:
         return self.seen / max(time.perf_counter() - self.t0, 1e-9)
 
 
-class _Run:
+class ScratchRun:
     """One training run: the network, optimizer and schedule, and what it has logged so far."""
 
-    def __init__(self, cfg: ScratchConfig, data: ScratchData, rundir: RunWriter) -> None:
-        self.cfg, self.data, self.rundir = cfg, data, rundir
-        self.dtype = np.dtype(cfg.dtype)
-        self.net = Sequential(cfg.architecture, input_shape=data.train_x.shape[1:],
-                              seed=cfg.seed, dtype=self.dtype)
+    def __init__(self, settings: ScratchSettings, data: ScratchData, rundir: RunWriter) -> None:
+        self.settings, self.data, self.rundir = settings, data, rundir
+        self.dtype = np.dtype(settings.dtype)
+        self.net = Sequential(settings.architecture, input_shape=data.train_x.shape[1:],
+                              seed=settings.seed, dtype=self.dtype)
         if self.net.num_outputs != data.num_classes:
-            raise UserError(f"architecture: last layer has {self.net.num_outputs} outputs, "
-                            f"the data {data.num_classes} classes")
-        self.criterion = SoftmaxCrossEntropy()
-        self.opt = SGD(self.net.params(), lr=cfg.lr, momentum=cfg.momentum,
-                       weight_decay=cfg.weight_decay)
-        self.steps_per_epoch = math.ceil(len(data.train_y) / cfg.batch_size)
-        self.lr_at = make_schedule(cfg, self.steps_per_epoch)
+            raise UserError(f"scratch.architecture: last layer has {self.net.num_outputs} "
+                            f"outputs, the data {data.num_classes} classes")
+        self.criterion = SoftmaxCrossEntropy(settings.label_smoothing)
+        self.opt = SGD(self.net.params(), lr=settings.lr, momentum=settings.momentum,
+                       nesterov=settings.nesterov, weight_decay=settings.weight_decay)
+        # Full batches only (the torch engine drops the last partial batch too).
+        self.steps_per_epoch = len(data.train_y) // settings.batch_size
+        if self.steps_per_epoch == 0:
+            raise UserError(f"train split too small for one batch: {len(data.train_y)} images "
+                            f"after the validation split, train.global_batch_size="
+                            f"{settings.batch_size}")
+        self.total_steps = settings.epochs * self.steps_per_epoch
         self.normalize = Normalizer(data.mean, data.std, self.dtype)
-        self.rng = np.random.default_rng(cfg.seed + 1)  # shuffling and augmentation
+        self.fill = mean_fill(data.mean)  # cutout colour
+        self.aug_rng = np.random.default_rng(settings.seed + 1)  # augmentation draws
         self.ckpt_dir = Path(rundir.path) / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         self.step = 0
@@ -346,33 +271,42 @@ class _Run:
         self.val_top1: float | None = None
         self.t_start, self.cpu_start = time.perf_counter(), time.process_time()
 
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimizer step `step` (0-based): the shared schedule's."""
+        return self.settings.lr * lr_factor(step, self.total_steps, self.steps_per_epoch,
+                                            self.settings.schedule)
+
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """One SGD step on a uint8 batch; returns (mean loss, number correct) before the step."""
         logits = self.net.forward(self.normalize(x), train=True)
         loss = self.criterion.forward(logits, y)
         if not math.isfinite(loss):
             raise UserError(f"training diverged (loss {loss}) at step {self.step}; "
-                            f"lower lr: {self.cfg.lr}")
+                            f"lower optimizer.lr={self.settings.lr}")
         self.net.backward(self.criterion.backward())
+        grads = self.net.grads()
+        if self.settings.grad_clip is not None:
+            clip_grad_norm(grads, self.settings.grad_clip)
         self.opt.lr = self.lr_at(self.step)
-        self.opt.step(self.net.grads())
+        self.opt.step(grads)
         self.step += 1
         return loss, float((logits.argmax(axis=1) == y).sum())
 
     def train_epoch(self, epoch: int, bar: Any) -> tuple[float, float]:
         """One pass over the shuffled training part; logs `train` lines; (loss, top1)."""
-        cfg, data = self.cfg, self.data
-        task = (bar.add_task(f"epoch {epoch}/{cfg.epochs}", total=self.steps_per_epoch,
+        settings, data = self.settings, self.data
+        task = (bar.add_task(f"epoch {epoch}/{settings.epochs}", total=self.steps_per_epoch,
                              loss=float("nan"), acc=0.0, ips=0.0) if bar is not None else None)
         whole, window = _Running(), _Running()
-        for i, idx in enumerate(batches(len(data.train_y), cfg.batch_size, self.rng)):
+        order = train_order(len(data.train_y), settings.seed, epoch - 1, settings.batch_size)
+        for i, idx in enumerate(batches(order, settings.batch_size)):
             x = data.train_x[idx]
-            if cfg.augment:
-                x = flip_translate(x, self.rng, cfg.max_shift)
+            if settings.augment.active:
+                x = augment(x, settings.augment, self.aug_rng, self.fill)
             loss, correct = self.train_step(x, data.train_y[idx])
             whole.add(loss, correct, len(idx))
             window.add(loss, correct, len(idx))
-            if self.step % cfg.log_every == 0 or i + 1 == self.steps_per_epoch:
+            if self.step % settings.log_every == 0 or i + 1 == self.steps_per_epoch:
                 values = {"loss": window.mean_loss(), "top1": window.top1(), "lr": self.opt.lr,
                           "images_per_s": window.images_per_s()}
                 self.rundir.log("train", epoch=round(epoch - 1 + (i + 1) / self.steps_per_epoch,
@@ -389,20 +323,21 @@ class _Run:
 
     def evaluate_epoch(self, epoch: int, train_loss: float, train_top1: float, bar: Any) -> None:
         """Validation and test accuracy; `eval` line, samples, best checkpoint, status."""
-        cfg, data = self.cfg, self.data
+        settings, data = self.settings, self.data
         last = evaluate(self.net, data.test_x, data.test_y, self.normalize, data.num_classes,
-                        cfg.eval_batch_size)
+                        settings.eval_batch_size)
         self.val_top1 = (evaluate(self.net, data.val_x, data.val_y, self.normalize,
-                                  data.num_classes, cfg.eval_batch_size).top1
+                                  data.num_classes, settings.eval_batch_size).top1
                          if len(data.val_y) else None)
         values = last.metrics()
         values.update(train_loss=train_loss, train_top1=train_top1, val_top1=self.val_top1)
         self.rundir.log("eval", epoch=epoch, step=self.step, values=values)
-        _write_misclassified(self.rundir, epoch, data, last, cfg.max_samples)
+        _write_misclassified(self.rundir, epoch, data, last, settings.max_samples)
         if self.best is None or last.loss < self.best["loss"]:
-            self.net.save(self.ckpt_dir / Path(BEST_CHECKPOINT).name)
+            if settings.save_best:
+                self.net.save(self.ckpt_dir / Path(BEST_CHECKPOINT).name)
             self.best = {"epoch": epoch, "loss": last.loss, "top1": last.top1,
-                         "checkpoint": BEST_CHECKPOINT}
+                         "checkpoint": BEST_CHECKPOINT if settings.save_best else None}
         self.best_top1 = max(self.best_top1, last.top1)
         self.last = last
         self.rundir.write_status(epoch=epoch, best_top1=self.best_top1, last_top1=last.top1,
@@ -421,10 +356,10 @@ class _Run:
             # CPU seconds of all this process's threads: on a shared machine this says how long
             # the run would take alone (with one BLAS thread), whatever the wall time was.
             "cpu_time_s": round(time.process_time() - self.cpu_start, 3),
-            "images_per_s": round(len(self.data.train_y) * self.cfg.epochs / self.train_time, 1),
+            "images_per_s": round(self.total_steps * self.settings.batch_size / self.train_time, 1),
             "parameters": self.net.num_parameters(),
             "best": self.best,
-            "final": {"epoch": self.cfg.epochs, **self.last.metrics()},
+            "final": {"epoch": self.settings.epochs, **self.last.metrics()},
             "val_top1": self.val_top1,
             "checkpoint": FINAL_CHECKPOINT,
         }
