@@ -33,6 +33,10 @@ from ddpcifar.data.prepare import main
 from ddpcifar.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
+PREPARED = sorted(["meta.json", "test.beton", "train.beton", "test_images.npy", "test_labels.npy",
+                   "train_images.npy", "train_labels.npy"])
+# Run a snippet where `import ffcv` fails, as on a machine without FFCV installed.
+NO_FFCV = "import sys; sys.modules['ffcv'] = None; "
 
 
 def sha256(path: Path) -> str:
@@ -85,11 +89,13 @@ def check_converted(out: Path, train: Expected, test: Expected) -> None:
     np.testing.assert_allclose(raw["mean"], pixels.mean(axis=0), rtol=0, atol=1e-9)
     np.testing.assert_allclose(raw["std"], pixels.std(axis=0), rtol=0, atol=1e-8)
     assert raw["image_shape"] == [32, 32, 3]
-    assert raw["sha256"] == {"train.beton": sha256(out / "train.beton"),
-                             "test.beton": sha256(out / "test.beton")}
+    assert raw["sha256"] == {name: sha256(out / name) for name in PREPARED if name != "meta.json"}
     meta = load_meta(out, verify_sha256=True)
     assert meta.classes == CIFAR10_CLASSES
-    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "test.beton", "train.beton"]
+    assert sorted(p.name for p in out.iterdir()) == PREPARED
+    for split, expected in (("train", train), ("test", test)):  # the raw arrays hold the same pixels
+        np.testing.assert_array_equal(np.load(out / f"{split}_images.npy"), expected.images)
+        np.testing.assert_array_equal(np.load(out / f"{split}_labels.npy"), expected.labels)
 
 
 # --- round trips -------------------------------------------------------------------------------
@@ -148,7 +154,7 @@ def test_rerun_is_byte_identical(cifar_tarball, tmp_path: Path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     assert convert(tarball, first, "--allow-unofficial") == 0
     assert convert(tarball, second, "--allow-unofficial") == 0
-    for name in ("train.beton", "test.beton", "meta.json"):
+    for name in PREPARED:
         assert sha256(first / name) == sha256(second / name), name
     # --force over an existing conversion gives the same bytes again.
     assert convert(tarball, first, "--allow-unofficial", "--force") == 0
@@ -420,7 +426,7 @@ def test_existing_out_is_kept_without_force(cifar_tarball, tmp_path: Path, capsy
     assert [p.name for p in out.iterdir()] == ["precious.txt"]
     assert (out / "precious.txt").read_text() == "keep me"
     assert convert(tarball, out, "--allow-unofficial", "--force") == 0
-    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "test.beton", "train.beton"]
+    assert sorted(p.name for p in out.iterdir()) == PREPARED
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -487,6 +493,8 @@ def test_read_split_errors(data_copy: Path) -> None:
     with pytest.raises(UserError, match="unknown split 'val'"):
         read_split(data_copy, "val")
     (data_copy / "test.beton").unlink()
+    read_split(data_copy, "test")  # the raw arrays are enough
+    (data_copy / "test_images.npy").unlink()
     with pytest.raises(UserError, match="beton file missing"):
         read_split(data_copy, "test")
 
@@ -593,3 +601,98 @@ def test_download_checks_md5_and_caches(http_dir, tmp_path: Path, capsys, monkey
     tarball.unlink()
     assert convert(None, tmp_path / "out2", "--url", url, "--cache-dir", str(cache)) == 0
     assert sha256(tmp_path / "out2" / "train.beton") == sha256(out / "train.beton")
+
+
+# --- raw arrays, synthetic data, no FFCV ----------------------------------------------------------
+
+
+def test_read_split_prefers_arrays_and_falls_back_to_the_beton(data_copy: Path, prepared_data) -> None:
+    images, labels = read_split(data_copy, "train")
+    np.testing.assert_array_equal(images, prepared_data.train.images)
+    # A directory prepared before the arrays existed: meta.json lists the betons only.
+    meta = json.loads((data_copy / "meta.json").read_text())
+    for split in ("train", "test"):
+        for kind in ("images", "labels"):
+            (data_copy / f"{split}_{kind}.npy").unlink()
+            del meta["sha256"][f"{split}_{kind}.npy"]
+    (data_copy / "meta.json").write_text(json.dumps(meta))
+    load_meta(data_copy, verify_sha256=True)
+    images, labels = read_split(data_copy, "train")  # through FFCV now
+    np.testing.assert_array_equal(images, prepared_data.train.images)
+    np.testing.assert_array_equal(labels, prepared_data.train.labels)
+
+
+def test_load_meta_array_sha256_mismatch(data_copy: Path) -> None:
+    path = data_copy / "test_labels.npy"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="sha256 mismatch.*test_labels.npy"):
+        load_meta(data_copy, verify_sha256=True)
+
+
+def test_synthetic_is_seeded_labelled_and_learnable(tmp_path: Path, capsys) -> None:
+    first, second, other = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    assert main(["--synthetic", "100", "--out", str(first), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("synthetic, not for accuracy: wrote 100 train + 20 test")
+    assert main(["--synthetic", "100", "--out", str(second), "--quiet"]) == 0
+    assert main(["--synthetic", "100", "--seed", "1", "--out", str(other), "--quiet"]) == 0
+    assert sorted(p.name for p in first.iterdir()) == PREPARED
+    for name in PREPARED:
+        assert sha256(first / name) == sha256(second / name), name
+    assert sha256(first / "train_images.npy") != sha256(other / "train_images.npy")
+    meta = load_meta(first, verify_sha256=True)
+    assert meta.source.kind == "synthetic" and meta.source.note.startswith("synthetic, not for accuracy")
+    assert meta.counts.train == 100 and meta.counts.test == 20
+    assert list(meta.class_counts.train) == [10] * 10 and list(meta.class_counts.test) == [2] * 10
+    images, labels = read_split(first, "train")
+    assert images.shape == (100, 32, 32, 3) and images.dtype == np.uint8 and labels.dtype == np.int64
+    # Learnable: counting the pixels near each class colour names the class.
+    from ddpcifar.data.prepare import PALETTE
+    distance = np.abs(images[:, :, :, None, :].astype(np.int64) - PALETTE).sum(axis=-1)  # (N,32,32,10)
+    guess = (distance < 60).sum(axis=(1, 2)).argmax(axis=1)
+    assert (guess == labels).mean() > 0.5
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--synthetic", "10"], "--synthetic must be between 50 and 1000000: 10"),
+    (["--synthetic", "100", "--source", "x"], "--synthetic and --source exclude each other: x"),
+])
+def test_synthetic_bad_input(tmp_path: Path, capsys, args: list[str], fragment: str) -> None:
+    out = tmp_path / "out"
+    assert main([*args, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {fragment}" or err.endswith(fragment), err
+    assert len(err.splitlines()) == 1
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []
+
+
+@pytest.mark.slow
+def test_without_ffcv_synthetic_train_and_evaluate(tmp_path: Path) -> None:
+    """data_prep --synthetic, ddpcifar.train (memory loader) and ddpcifar.evaluate where `import ffcv` fails."""
+    data, runs = tmp_path / "syn", tmp_path / "runs"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def run(code: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", NO_FFCV + code], cwd=REPO, env=env, text=True,
+                              capture_output=True, timeout=120)
+
+    prep = run(f"sys.argv = ['data_prep.py', '--synthetic', '60', '--out', {str(data)!r}, '--quiet']; "
+               "import runpy; runpy.run_path('data_prep.py', run_name='__main__')")
+    assert prep.returncode == 0, prep.stderr
+    assert "synthetic, not for accuracy" in prep.stdout and "FFCV not importable" in prep.stderr
+    assert sorted(p.name for p in data.iterdir()) == [n for n in PREPARED if not n.endswith(".beton")]
+    sets = [f"data.dir={data}", "train.epochs=1", "train.global_batch_size=20", "eval.batch_size=12",
+            f"logging.runs_dir={runs}", "logging.run_name=noffcv", "logging.progress=false",
+            "logging.tensorboard=false", "augment.kind=basic", "data.num_workers=0"]
+    argv = ["specs/airbench.json", "--device", "cpu"] + [a for s in sets for a in ("--set", s)]
+    train = run(f"from ddpcifar.train import main; raise SystemExit(main({argv!r}))")
+    assert train.returncode == 0, train.stderr[-2000:]
+    best = runs / "noffcv" / "checkpoints" / "best.pt"
+    evaluate = run("from ddpcifar.evaluate import main; "
+                   f"raise SystemExit(main([{str(best)!r}, '--data', {str(data)!r}, '--json']))")
+    assert evaluate.returncode == 0, evaluate.stderr[-2000:]
+    summary = json.loads((runs / "noffcv" / "summary.json").read_text())
+    assert json.loads(evaluate.stdout)["top1"] == pytest.approx(summary["best"]["top1"], abs=1e-9)
+    assert "ffcv" not in train.stderr.lower()

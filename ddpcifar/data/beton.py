@@ -1,4 +1,8 @@
-"""The FFCV side of the data: the one field declaration, writing a split, reading it back."""
+"""The FFCV side of the data: the one field declaration, writing a split, reading it back.
+
+FFCV is imported inside the functions that use it, so this module (and the trainer, which
+reads splits through `read_split`) imports where FFCV is not installed.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,27 @@ import io
 import multiprocessing
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-from ffcv.fields import Field, IntField, RGBImageField
-from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
-from ffcv.loader import Loader, OrderOption
-from ffcv.writer import DatasetWriter
 
-from ddpcifar.data.meta import IMAGE_SHAPE, SPLITS, SplitArrays
+from ddpcifar.data.meta import IMAGE_SHAPE, SPLITS, SplitArrays, has_arrays, read_arrays
 from ddpcifar.errors import UserError
+
+if TYPE_CHECKING:
+    from ffcv.fields import Field
+
+
+def _import_ffcv() -> None:
+    """Load FFCV the safe way (ffcv_import before any ffcv module: keeps torch's threads)."""
+    import ddpcifar.data.ffcv_import  # noqa: F401
 
 
 def beton_fields() -> dict[str, Field]:
     """The beton schema, in file order. raw = lossless 32x32 RGB, so no decode loss."""
+    _import_ffcv()
+    from ffcv.fields import IntField, RGBImageField
+
     return {
         "image": RGBImageField(write_mode="raw", max_resolution=32),
         "label": IntField(),
@@ -62,6 +73,9 @@ def write_split(
     Inputs must already be validated: an exception inside FFCV's worker process would leave
     the parent waiting forever.
     """
+    _import_ffcv()
+    from ffcv.writer import DatasetWriter
+
     dataset = _IndexedSplit(split)
     writer = DatasetWriter(str(path), beton_fields(), num_workers=1)
     stop = threading.Event()
@@ -91,7 +105,9 @@ def write_split(
 def read_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """All images (uint8 (N,32,32,3) HWC RGB) and labels (int64 (N,)) of a split, in file order.
 
-    Read through FFCV's Loader (sequential order, no augmentation), so it checks the file the
+    From the raw arrays data_prep.py writes beside the betons when they are there (no FFCV, no
+    numba start-up); otherwise (a directory prepared before the arrays existed) from the beton,
+    read through FFCV's Loader (sequential order, no augmentation), so it checks the file the
     way training reads it. Large batches and two workers keep 50,000 images at about a second.
     Inert for the caller: FFCV sets torch's intra-op thread count to its worker count (which
     made CPU training steps ~20x slower), so it is put back; and a fixed seed keeps FFCV from
@@ -100,6 +116,8 @@ def read_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
     import torch
 
     path = beton_path(data_dir, split)
+    if has_arrays(data_dir, split):
+        return read_arrays(data_dir, split)
     if not path.is_file():
         raise UserError(f"beton file missing: {path}")
     threads = torch.get_num_threads()
@@ -110,6 +128,10 @@ def read_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
 
 
 def _read_all(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    _import_ffcv()
+    from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+
     loader = Loader(
         str(path),
         batch_size=5000,

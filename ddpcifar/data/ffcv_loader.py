@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
+import ddpcifar.data.ffcv_import  # noqa: F401  (before any ffcv module: keeps torch's threads)
 from ffcv.fields.basics import IntDecoder
 from ffcv.fields.rgb_image import SimpleRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
@@ -55,7 +56,10 @@ def image_pipeline(augment: AugmentConfig, mean: Sequence[float], device: torch.
     FFCV's RandomHorizontalFlip/RandomTranslate/Cutout draw from numba's own RNG, which
     cannot be seeded from here: FFCV-augmented epochs are not reproducible.
     No Convert(float32) here: the normaliser converts and normalises in one pass, and the
-    host-to-device copy moves uint8, a quarter of the bytes.
+    host-to-device copy moves uint8, a quarter of the bytes. FFCV allocates its host batch
+    buffers in pinned memory, so ToDevice(non_blocking=True) is a true asynchronous copy that
+    overlaps the previous step; ToTorchImage(channels_last=True) is a free permute of the NHWC
+    buffer (the normaliser makes the layout model.channels_last asks for).
     """
     ops: list[Operation] = [SimpleRGBImageDecoder()]
     if augment.kind == "basic":
@@ -95,6 +99,7 @@ class FFCVBatchLoader:
         self.batch_size = batch_size
         self.train = train
         self.normalize = normalize
+        self.device = device
         self.epoch = 0
         total = _num_samples(path)
         positions = subset_positions(total, data.max_samples)
@@ -144,7 +149,8 @@ class FFCVBatchLoader:
         return self.eval_index
 
     def __iter__(self) -> Iterator[Batch]:
-        index = torch.from_numpy(self._index(self.epoch))
+        # One host-to-device copy per epoch, not one per step (training never reads it anyway).
+        index = torch.from_numpy(self._index(self.epoch)).to(self.device, non_blocking=True)
         self.loader.next_epoch = self.epoch  # the epoch FFCV passes to sample_order
         threads = torch.get_num_threads()
         start = 0
@@ -158,7 +164,7 @@ class FFCVBatchLoader:
                 images=self.normalize(images),
                 # FFCV reuses its output buffers a few batches later: keep our own copy.
                 labels=labels.to(torch.int64, copy=True),
-                index=index[start:stop].to(images.device, non_blocking=True),
+                index=index[start:stop],
             )
             start = stop
 

@@ -100,9 +100,14 @@ def eval_positions(n: int, *, rank: int, world_size: int) -> tuple[np.ndarray, n
 
 
 class Normalizer:
-    """uint8 (N,3,H,W) -> float32 normalised, channels_last, with the caller's mean/std (0..255)."""
+    """uint8 (N,3,H,W) -> float32 normalised, with the caller's mean/std (0..255).
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
+    Output in channels_last memory format unless `channels_last` is False (model.channels_last:
+    the batch then matches the model's weights, with no layout conversion in the first conv).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device,
+                 channels_last: bool = True) -> None:
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise UserError(f"mean/std must be 3 per-channel values with std > 0: {list(mean)}, {list(std)}")
         mean_t = torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)
@@ -111,15 +116,16 @@ class Normalizer:
         self.scale = (1.0 / std_t).to(device, torch.float32)
         self.shift = (-mean_t / std_t).to(device, torch.float32)
         self.full: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.contiguous(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=self.memory_format)
         size = (images.shape[-2], images.shape[-1])
         if size not in self.full:
-            # Constants expanded to a whole channels_last image: broadcasting then runs over the
-            # batch dim only, with contiguous inner loops (2.5x faster on CPU than (1,3,1,1)).
+            # Constants expanded to a whole image in the batch's layout: broadcasting then runs
+            # over the batch dim only, with contiguous inner loops (2.5x faster on CPU than (1,3,1,1)).
             self.full[size] = tuple(
-                c.expand(1, 3, *size).contiguous(memory_format=torch.channels_last)
+                c.expand(1, 3, *size).contiguous(memory_format=self.memory_format)
                 for c in (self.scale, self.shift)
             )
         scale, shift = self.full[size]
@@ -149,8 +155,12 @@ def build_loader(
     device: torch.device,
     mean: Sequence[float],
     std: Sequence[float],
+    channels_last: bool = True,
 ) -> BatchLoader:
-    """Build this rank's loader for `split`; train=True shuffles, augments and drops the last batch."""
+    """Build this rank's loader for `split`; train=True shuffles, augments and drops the last batch.
+
+    `channels_last`: the batches' memory format (pass model.channels_last).
+    """
     try:
         check_compatible(data, augment)
     except ValueError as err:
@@ -159,10 +169,14 @@ def build_loader(
         raise UserError(f"batch_size must be >= 1: {batch_size}")
     if not 0 <= rank < world_size:
         raise UserError(f"rank must be in [0, world_size): rank={rank}, world_size={world_size}")
-    path = split_path(data, split)
-    normalize = Normalizer(mean, std, device)
+    from ddpcifar.data.meta import has_arrays
+
+    # The memory backend reads the raw arrays when present, else the beton (checked here).
+    path = split_path(data, split) if data.loader == "ffcv" or not has_arrays(data.dir, split) else None
+    normalize = Normalizer(mean, std, device, channels_last)
     aug = augment if train else AugmentConfig(kind="none")
     if data.loader == "ffcv":
+        assert path is not None
         from ddpcifar.data.ffcv_loader import FFCVBatchLoader  # numba import is slow; only when used
 
         loader: BatchLoader = FFCVBatchLoader(

@@ -1,4 +1,11 @@
-"""What a prepared CIFAR-10 directory contains: class names, split arrays and meta.json."""
+"""What a prepared CIFAR-10 directory contains: class names, split arrays and meta.json.
+
+A prepared directory holds `<split>.beton` (FFCV's format) and, since the arrays were added,
+the same pixels as plain numpy files `<split>_images.npy` (uint8 (N,32,32,3)) and
+`<split>_labels.npy` (int64 (N,)): the in-memory loader reads those without importing FFCV
+(no numba start-up, and it works where FFCV is not installed). Older directories without the
+arrays still work through the betons.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +31,22 @@ IMAGE_SHAPE: tuple[int, int, int] = (32, 32, 3)
 META_FILE = "meta.json"
 META_FORMAT = 1
 
-SourceKind = Literal["download", "pickle-tar", "pickle-dir", "image-folder"]
+SourceKind = Literal["download", "pickle-tar", "pickle-dir", "image-folder", "synthetic"]
+SYNTHETIC_LABEL = "synthetic, not for accuracy"  # in meta.json's source.note and on stdout
+
+
+def beton_name(split: str) -> str:
+    return f"{split}.beton"
+
+
+def array_names(split: str) -> tuple[str, str]:
+    """(images, labels) .npy file names of a split. .npy, not .npz: np.savez stamps the time
+    into its zip entries, so reruns would not be byte-identical."""
+    return f"{split}_images.npy", f"{split}_labels.npy"
+
+
+BETON_FILES = tuple(beton_name(s) for s in SPLITS)
+ARRAY_FILES = tuple(name for s in SPLITS for name in array_names(s))
 
 
 @dataclass(frozen=True)
@@ -87,7 +109,9 @@ class DataMeta(BaseModel):
     std: tuple[float, float, float]  # population std (ddof=0), same units
     image_shape: tuple[int, int, int]
     source: SourceInfo
-    sha256: dict[str, str]  # {"train.beton": hex, "test.beton": hex}
+    # {"train.beton": hex, "test.beton": hex, "train_images.npy": hex, ...}: the betons, the
+    # arrays, or both (a synthetic set written where FFCV is not installed has no betons).
+    sha256: dict[str, str]
 
     @model_validator(mode="after")
     def _consistent(self) -> "DataMeta":
@@ -101,9 +125,36 @@ class DataMeta(BaseModel):
                 raise ValueError(f"class_counts.{split} does not add up to counts.{split}")
         if tuple(self.image_shape) != IMAGE_SHAPE:
             raise ValueError(f"image_shape must be {list(IMAGE_SHAPE)}")
-        if set(self.sha256) != {f"{s}.beton" for s in SPLITS}:
-            raise ValueError("sha256 must have exactly the keys train.beton and test.beton")
+        if set(self.sha256) not in ({*BETON_FILES}, {*ARRAY_FILES}, {*BETON_FILES, *ARRAY_FILES}):
+            raise ValueError(f"sha256 must have the keys {', '.join(BETON_FILES)} and/or "
+                             f"{', '.join(ARRAY_FILES)}")
         return self
+
+
+def write_arrays(data_dir: Path, split: str, arrays: SplitArrays) -> None:
+    """Write a split's raw arrays (np.save: a fixed header and the bytes, so reruns are identical)."""
+    images_name, labels_name = array_names(split)
+    np.save(data_dir / images_name, np.ascontiguousarray(arrays.images), allow_pickle=False)
+    np.save(data_dir / labels_name, arrays.labels.astype(np.int64), allow_pickle=False)
+
+
+def has_arrays(data_dir: str | Path, split: str) -> bool:
+    return all((Path(data_dir) / name).is_file() for name in array_names(split))
+
+
+def read_arrays(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A split's images (uint8 (N,32,32,3)) and labels (int64 (N,)) from its .npy files, checked."""
+    images_path, labels_path = (Path(data_dir) / name for name in array_names(split))
+    try:
+        images = np.load(images_path, allow_pickle=False)
+        labels = np.load(labels_path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read the {split} arrays ({err}): {images_path.parent}") from None
+    if (images.dtype != np.uint8 or images.shape[1:] != IMAGE_SHAPE or labels.dtype != np.int64
+            or labels.shape != (len(images),)):
+        raise UserError(f"{split} arrays have the wrong shape or type (images {images.dtype} "
+                        f"{images.shape}, labels {labels.dtype} {labels.shape}): {images_path.parent}")
+    return images, labels
 
 
 def class_counts(labels: np.ndarray) -> tuple[int, ...]:
@@ -149,11 +200,11 @@ def sha256_file(path: Path) -> str:
 
 
 def load_meta(data_dir: str | Path, *, verify_sha256: bool = False) -> DataMeta:
-    """Read and check `<data_dir>/meta.json` and the presence of both betons.
+    """Read and check `<data_dir>/meta.json` and the presence of the files it lists.
 
     Raises UserError (one line naming the path) for a missing directory, a missing or corrupt
-    meta.json, a missing beton, a wrong number of classes, or (with `verify_sha256`) a beton
-    whose SHA-256 differs from the one recorded when it was written.
+    meta.json, a missing beton or array file, a wrong number of classes, or (with
+    `verify_sha256`) a file whose SHA-256 differs from the one recorded when it was written.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -171,15 +222,17 @@ def load_meta(data_dir: str | Path, *, verify_sha256: bool = False) -> DataMeta:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "meta.json"
         raise UserError(f"invalid meta.json ({where}: {first['msg']}): {meta_path}") from None
-    for split in SPLITS:
-        beton = data_dir / f"{split}.beton"
-        if not beton.is_file():
-            raise UserError(f"beton file missing: {beton}")
+    listed = [name for name in (*BETON_FILES, *ARRAY_FILES) if name in meta.sha256]  # betons first
+    for name in listed:
+        path = data_dir / name
+        if not path.is_file():
+            kind = "beton" if name.endswith(".beton") else "array"
+            raise UserError(f"{kind} file missing: {path}")
         if verify_sha256:
-            expected = meta.sha256[beton.name]
-            actual = sha256_file(beton)
+            expected = meta.sha256[name]
+            actual = sha256_file(path)
             if actual != expected:
                 raise UserError(
-                    f"sha256 mismatch (got {actual[:12]}..., meta.json says {expected[:12]}...): {beton}"
+                    f"sha256 mismatch (got {actual[:12]}..., meta.json says {expected[:12]}...): {path}"
                 )
     return meta

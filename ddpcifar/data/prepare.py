@@ -1,5 +1,10 @@
 """`python data_prep.py`: convert CIFAR-10 into train.beton, test.beton and meta.json.
 
+Beside the betons it writes the same pixels as raw arrays (`<split>_images.npy`,
+`<split>_labels.npy`), which the in-memory loader reads without FFCV. `--synthetic N` writes a
+seeded CIFAR-10-shaped set instead (benchmarks and smoke runs where CIFAR-10 cannot be sent;
+labelled "synthetic, not for accuracy").
+
 Everything is built in a temporary directory beside --out and renamed into place at the end,
 so --out is either absent/untouched (any error) or complete.
 """
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import os
 import shutil
 import sys
@@ -18,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress,
                            TextColumn, TimeElapsedColumn, TimeRemainingColumn,
@@ -25,9 +32,10 @@ from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progre
 
 from ddpcifar.atomic import write_json
 from ddpcifar.data import cifar_pickle, image_folder
-from ddpcifar.data.meta import (CIFAR10_CLASSES, IMAGE_SHAPE, META_FILE, META_FORMAT, SPLITS,
-                                Cifar10Source, DataMeta, channel_stats, class_counts,
-                                sha256_file)
+from ddpcifar.data.meta import (CIFAR10_CLASSES, IMAGE_SHAPE, META_FILE, META_FORMAT,
+                                SPLITS, SYNTHETIC_LABEL, Cifar10Source, DataMeta, SourceInfo,
+                                SplitArrays, array_names, channel_stats, class_counts,
+                                sha256_file, write_arrays)
 from ddpcifar.errors import UserError, cli_main
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -41,7 +49,8 @@ ProgressFactory = Callable[[str, int], Callable[[int], None]]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="data_prep.py",
-        description="Convert CIFAR-10 into FFCV files: train.beton, test.beton and meta.json.",
+        description="Convert CIFAR-10 into FFCV files: train.beton, test.beton and meta.json "
+                    "(plus the raw arrays <split>_images.npy / <split>_labels.npy).",
     )
     parser.add_argument("--out", type=Path, default=Path("data/cifar10"),
                         help="output directory (default: data/cifar10)")
@@ -62,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=2,
                         help="processes for decoding image folders (default: 2)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--synthetic", type=int, default=None, metavar="N",
+                        help="write a seeded synthetic CIFAR-10-shaped set instead (N train + N/5 "
+                             "test images; the class is the colour of a noisy disc): for "
+                             "benchmarks and smoke runs, not for accuracy. Without FFCV it "
+                             "writes the arrays only (no betons)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of --synthetic (default: 0)")
     return parser
 
 
@@ -164,6 +180,53 @@ def read_source(args: argparse.Namespace, console: Console, progress: Progress) 
                     f"files, or train/ and test/ class folders): {source}")
 
 
+# --- the synthetic set ------------------------------------------------------------------------
+
+SYNTHETIC_MIN, SYNTHETIC_MAX = 50, 1_000_000  # 50: the test split (N/5) has every class
+# One well-separated colour per class: a model learns "which colour is the disc" in an epoch.
+PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+                    [145, 30, 180], [70, 240, 240], [240, 50, 230], [250, 190, 190], [0, 0, 128]],
+                   dtype=np.int16)
+
+
+def synthetic_split(n: int, rng: np.random.Generator, chunk: int = 5000) -> SplitArrays:
+    """n images: grey noise background, one disc of the class colour (noisy) at a random place."""
+    labels = rng.permutation(np.arange(n) % len(CIFAR10_CLASSES)).astype(np.int64)  # balanced
+    images = np.empty((n, *IMAGE_SHAPE), dtype=np.uint8)
+    yy, xx = np.mgrid[0:32, 0:32]
+    for start in range(0, n, chunk):  # int16 temporaries of one chunk, not of the whole split
+        b = min(chunk, n - start)
+        radius = rng.integers(5, 11, size=(b, 1, 1))
+        cy, cx = (rng.integers(radius[:, 0, 0], 32 - radius[:, 0, 0])[:, None, None] for _ in range(2))
+        disc = ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2)[..., None]
+        background = rng.integers(40, 216, size=(b, 32, 32, 1), dtype=np.int16)
+        noise = rng.integers(-40, 41, size=(b, 32, 32, 3), dtype=np.int16)
+        colour = PALETTE[labels[start : start + b]][:, None, None, :]
+        images[start : start + b] = np.clip(np.where(disc, colour, background) + noise, 0, 255)
+    return SplitArrays(images, labels)
+
+
+def synthetic_source(n: int, seed: int) -> Cifar10Source:
+    """A seeded CIFAR-10-shaped source: n train and n // 5 test images (same seed: same bytes)."""
+    if not SYNTHETIC_MIN <= n <= SYNTHETIC_MAX:
+        raise UserError(f"--synthetic must be between {SYNTHETIC_MIN} and {SYNTHETIC_MAX}: {n}")
+    rng = np.random.default_rng([seed, n])
+    train, test = synthetic_split(n, rng), synthetic_split(n // 5, rng)
+    note = (f"{SYNTHETIC_LABEL}: {n} train + {n // 5} test seeded images (seed {seed}), the class "
+            "being the colour of a noisy disc; written by data_prep.py --synthetic")
+    return Cifar10Source(train, test, SourceInfo(kind="synthetic", path=f"synthetic:{n}:seed={seed}",
+                                                 md5_verified=False, note=note))
+
+
+def ffcv_importable() -> bool:
+    """Whether FFCV can be imported here (it needs system OpenCV and libjpeg-turbo)."""
+    try:
+        importlib.import_module("ddpcifar.data.ffcv_import")
+    except (ImportError, OSError):  # absent, or its compiled part cannot load its libraries
+        return False
+    return True
+
+
 # --- the output directory ----------------------------------------------------------------------
 
 def _is_nonempty_dir(path: Path) -> bool:
@@ -191,8 +254,8 @@ def check_free_space(directory: Path, counts: Sequence[int]) -> None:
     A full disk inside FFCV's writer process would otherwise leave the parent waiting forever.
     """
     # 3072 raw pixel bytes + ~40 bytes of field metadata per image, plus one 8 MiB page of
-    # slack per file.
-    needed = sum(n * (3072 + 64) + (8 << 20) for n in counts)
+    # slack per file; the raw arrays again 3072 + 8 bytes per image.
+    needed = sum(n * (3072 + 64) + (8 << 20) + n * (3072 + 8) for n in counts)
     free = shutil.disk_usage(directory).free
     if free < needed:
         raise UserError(f"not enough free space (need ~{needed >> 20} MiB, have {free >> 20} MiB): "
@@ -253,13 +316,20 @@ def publish(staging: Path, out: Path, force: bool) -> None:
 # --- the conversion ----------------------------------------------------------------------------
 
 def convert(args: argparse.Namespace, console: Console) -> DataMeta:
-    """Read the source, check it, write both betons and meta.json, publish to --out."""
+    """Read the source, check it, write both betons, the arrays and meta.json, publish to --out."""
     out: Path = args.out
     check_out(out, args.force)
     with make_progress(console, args.quiet) as progress:
-        source = read_source(args, console, progress)
+        if args.synthetic is not None:
+            source = synthetic_source(args.synthetic, args.seed)
+        else:
+            source = read_source(args, console, progress)
         # FFCV pulls in torch and numba (seconds of CPU): import it only once the input has
         # passed every check, so --help and input errors answer at once.
+        betons = ffcv_importable()
+        if not betons and args.synthetic is None:
+            raise UserError("FFCV is not importable, so the betons cannot be written (only "
+                            f"--synthetic may do without them): {out}")
         from ddpcifar.data.beton import beton_path, write_split
 
         track = progress_factory(progress)
@@ -267,10 +337,19 @@ def convert(args: argparse.Namespace, console: Console) -> DataMeta:
                                   track("computing mean/std", len(source.train.images)))
         with staging_dir(out) as staging:
             check_free_space(staging, [len(getattr(source, s).labels) for s in SPLITS])
+            if not betons:
+                console.print("FFCV not importable: wrote the raw arrays only, no betons (the "
+                              "memory loader reads them; the ffcv loader cannot)",
+                              soft_wrap=True, highlight=False)
+            written: list[Path] = []
             for split in SPLITS:
                 arrays = getattr(source, split)
-                write_split(beton_path(staging, split), arrays,
-                            track(f"writing {split}.beton", len(arrays.labels)))
+                if betons:
+                    write_split(beton_path(staging, split), arrays,
+                                track(f"writing {split}.beton", len(arrays.labels)))
+                    written.append(beton_path(staging, split))
+                write_arrays(staging, split, arrays)  # the memory loader's input, no FFCV needed
+                written += [staging / name for name in array_names(split)]
             meta = DataMeta(
                 format=META_FORMAT,
                 classes=CIFAR10_CLASSES,
@@ -280,11 +359,11 @@ def convert(args: argparse.Namespace, console: Console) -> DataMeta:
                 std=std,
                 image_shape=IMAGE_SHAPE,
                 source=source.source,
-                sha256={f"{s}.beton": sha256_file(beton_path(staging, s)) for s in SPLITS},
+                sha256={path.name: sha256_file(path) for path in written},
             )
             write_json(staging / META_FILE, meta.model_dump(mode="json"))
-            for split in SPLITS:  # durable before the rename makes them visible
-                _fsync(beton_path(staging, split))
+            for path in written:  # durable before the rename makes them visible
+                _fsync(path)
             publish(staging, out, args.force)
     return meta
 
@@ -295,9 +374,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1: {args.workers}")
+    if args.synthetic is not None and args.source is not None:
+        raise UserError(f"--synthetic and --source exclude each other: {args.source}")
     console = Console(file=sys.stderr)  # bound now: beton.write_split redirects sys.stderr
     meta = convert(args, console)
-    if not args.quiet:
+    if meta.source.kind == "synthetic":  # on stdout, even with --quiet: nobody mistakes it
+        print(f"{SYNTHETIC_LABEL}: wrote {meta.counts.train} train + {meta.counts.test} test "
+              f"synthetic images to {args.out}")
+    elif not args.quiet:
         console.print(
             f"wrote {meta.counts.train} train + {meta.counts.test} test images to {args.out} "
             f"(source: {meta.source.kind}, md5 verified: {meta.source.md5_verified})",
