@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer,
+                      field_validator, model_validator)
 
 from ddpcifar.data.config import AugmentConfig, DataConfig, check_compatible
 from ddpcifar.errors import UserError, cli_main
@@ -33,11 +34,46 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class BatchNormConfig(Section):
+    """Overrides applied to every BatchNorm layer of the model after it is built."""
+
+    momentum: float | None = Field(
+        None, gt=0, le=1, description="Running-statistics momentum in PyTorch's convention (weight "
+                                      "of the new batch; airbench's 0.6 is 0.4 here). null: the "
+                                      "model's own.")
+    eps: float | None = Field(None, gt=0, le=1, description="Added to the variance. null: the "
+                                                            "model's own.")
+    train_scale: bool = Field(True, description="false: freeze every BatchNorm scale at 1 "
+                                                "(only the shift is trained).")
+
+
+class WhiteningConfig(Section):
+    """A frozen first layer that whitens k x k patches (the model must have a whitening stem)."""
+
+    samples: int = Field(5000, ge=1, le=1_000_000, description="Training images (evenly spaced "
+                                                               "over the split, normalised) whose patch "
+                                                               "covariance sets the filters.")
+    eps: float = Field(5e-4, gt=0, description="Added to each eigenvalue before 1/sqrt.")
+    bias_epochs: float = Field(3.0, ge=0, description="Train the stem's bias for this many "
+                                                      "epochs, then freeze it (its lr drops to 0).")
+    bias_lr_scale: float = Field(1.0, gt=0, description="The stem bias's lr as a multiple of "
+                                                        "optimizer.lr.")
+    bias_decay: bool = Field(False, description="true: the stem bias's lr falls linearly from its "
+                                                "peak to 0 at bias_epochs (airbench94_muon) "
+                                                "instead of following the schedule.")
+
+
 class ModelConfig(Section):
     name: str = Field(description="Model variant: one of the registry's names, or 'scratch_cnn' "
                                   "for the NumPy engine.")
     channels_last: bool = Field(True, description="Run convolutions in channels_last memory format.")
-    compile: bool = Field(False, description="Wrap the model with torch.compile.")
+    compile: bool = Field(False, description="Wrap the model with torch.compile. The compilation "
+                                             "happens in the first epoch, which images_per_s "
+                                             "excludes.")
+    batchnorm: BatchNormConfig = Field(BatchNormConfig(), description="BatchNorm overrides.")
+    whitening: WhiteningConfig | None = Field(
+        None, description="Initialise the model's whitening stem from the training data and freeze "
+                          "its weights; null: the stem (if any) trains like any layer.")
 
     @field_validator("name")
     @classmethod
@@ -53,13 +89,35 @@ class ModelConfig(Section):
 
 
 class OptimizerConfig(Section):
-    name: Literal["sgd", "adamw"] = Field("sgd", description="SGD (with momentum) or AdamW.")
-    lr: float = Field(0.1, gt=0, le=10, description="Peak learning rate, reached after warmup.")
+    name: Literal["sgd", "adamw", "muon"] = Field(
+        "sgd", description="SGD (with momentum), AdamW, or 'muon': torch.optim.Muon for the "
+                           "convolution filters (4-d weights) and SGD for everything else.")
+    lr: float = Field(0.1, gt=0, le=100_000, description="Peak learning rate, reached after warmup "
+                                                         "(in `units`).")
+    units: Literal["torch", "per1024"] = Field(
+        "torch", description="'torch': lr and weight_decay as torch.optim takes them. 'per1024' "
+                             "(SGD, muon): given per 1024 examples of summed loss and independent "
+                             "of momentum: lr_torch = lr / (1024 (1 + 1/(1 - momentum))), and the "
+                             "decay per step is weight_decay * batch / (1024 (1 + 1/(1 - momentum))).")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
     nesterov: bool = Field(True, description="Nesterov momentum (SGD only, needs momentum > 0).")
     weight_decay: float = Field(5e-4, ge=0, le=1, description="L2 weight decay (decoupled for AdamW).")
+    weight_decay_mode: Literal["l2", "decoupled"] = Field(
+        "l2", description="SGD, muon: 'l2' adds weight_decay * w to the gradient (the step then "
+                          "scales with each group's lr); 'decoupled' shrinks w by weight_decay "
+                          "(times the schedule's factor) per step whatever the group's lr.")
+    norm_lr_scale: float = Field(1.0, gt=0, le=10_000, description="lr multiplier for BatchNorm "
+                                                                    "parameters (weight decay "
+                                                                    "unchanged when decoupled).")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas, each in [0, 1).")
     eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    muon_lr: float = Field(0.24, gt=0, le=10, description="muon: lr of the convolution filters "
+                                                          "(torch units, follows the schedule).")
+    muon_momentum: float = Field(0.6, ge=0, lt=1, description="muon: momentum of the filters.")
+    muon_normalize: bool = Field(True, description="muon: rescale each filter tensor to norm "
+                                                   "sqrt(out_channels) before each step.")
+    muon_ns_steps: int = Field(5, ge=1, le=20, description="muon: Newton-Schulz iterations "
+                                                           "that orthogonalise each update.")
 
     @field_validator("betas")
     @classmethod
@@ -70,15 +128,20 @@ class OptimizerConfig(Section):
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> "OptimizerConfig":
-        if self.name == "sgd" and self.nesterov and self.momentum == 0:
+        if self.name in ("sgd", "muon") and self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=true needs momentum > 0 (set optimizer.nesterov=false "
                              "or optimizer.momentum>0)")
+        if self.name == "adamw" and (self.units != "torch" or self.weight_decay_mode != "l2"):
+            raise ValueError("adamw takes lr and weight_decay in torch units with its own "
+                             "decoupled decay (allowed: units='torch', weight_decay_mode='l2')")
         return self
 
 
 class ScheduleConfig(Section):
     name: Literal["onecycle", "triangular", "cosine", "step", "constant"] = Field(
-        "onecycle", description="Learning-rate shape over the run; all are per-step.")
+        "onecycle", description="Learning-rate shape over the run; all are per-step. 'triangular' "
+                                "rises linearly from start_factor to 1 at peak_epoch, then falls "
+                                "linearly to final_factor (airbench's warmup/warmdown).")
     warmup_epochs: float = Field(0.0, ge=0, description="Linear warmup from start_factor to the peak.")
     start_factor: float = Field(0.0, ge=0, le=1, description="Warmup starts at lr * start_factor.")
     peak_epoch: float = Field(
@@ -89,19 +152,53 @@ class ScheduleConfig(Section):
     gamma: float = Field(0.1, gt=0, le=1, description="step: multiply lr by gamma at each step.")
 
 
+class AveragingConfig(Section):
+    """Weight averaging: lookahead (the live weights are reset to the average) or a plain EMA."""
+
+    kind: Literal["none", "lookahead", "ema"] = Field(
+        "none", description="'lookahead': every `every` steps the average moves toward the live "
+                            "weights and the live weights are reset to it; at the end the average "
+                            "replaces the weights. 'ema': an exponential moving average updated "
+                            "every `every` steps; evaluations and best.pt use it, and it replaces "
+                            "the weights at the end.")
+    every: int = Field(5, ge=1, le=100_000, description="Steps between updates.")
+    decay: float = Field(0.95, ge=0, lt=1, description="Per-step decay; an update every k steps "
+                                                       "uses decay**k.")
+    power: float = Field(3.0, ge=0, le=100, description="lookahead: the decay ramps as "
+                                                        "decay**every * (step/total)**power.")
+    start_epochs: float = Field(0.0, ge=0, description="No averaging before this epoch; the "
+                                                       "average starts as a copy of the weights "
+                                                       "at the first update after it.")
+
+
 class TrainConfig(Section):
-    epochs: int = Field(description="Number of epochs to train.", ge=1, le=10_000)
+    epochs: float = Field(description="Number of epochs to train; a fraction stops inside "
+                                      "the last epoch (total steps rounded up).",
+                          gt=0, le=10_000)
+    @field_serializer("epochs")
+    def _whole_epochs_as_int(self, epochs: float) -> float | int:
+        return int(epochs) if float(epochs).is_integer() else epochs
+
+    loss_reduction: Literal["mean", "sum"] = Field(
+        "mean", description="Cross-entropy over the global batch: 'mean' or 'sum' (airbench). "
+                            "Either way the gradient equals a one-process run's.")
+    averaging: AveragingConfig = Field(AveragingConfig(), description="Weight averaging.")
     global_batch_size: int = Field(512, ge=1, le=65_536,
                                    description="Batch size summed over all ranks; must divide by "
                                                "the world size.")
     seed: int = Field(0, ge=0, description="Seeds weights, data order and augmentation.")
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
-        "auto", description="Autocast dtype. auto: bf16 on CPU, fp16 with a gradient scaler on CUDA. "
-                            "fp16 needs CUDA.")
+        "auto", description="Autocast dtype. auto: bf16 on CPU and on CUDA GPUs that support it "
+                            "(no gradient scaler, so no per-step host-device sync), fp16 with a "
+                            "gradient scaler on older GPUs. fp16 needs CUDA.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
     grad_clip: float | None = Field(None, gt=0, description="Clip the global grad norm to this value.")
     deterministic: bool = Field(True, description="Deterministic algorithms (CPU runs are then "
-                                                  "repeatable for a seed and world size).")
+                                                  "repeatable for a seed and world size). On by "
+                                                  "default for repeatability; its cost is on CUDA: "
+                                                  "no TF32 and no cudnn.benchmark autotuning, "
+                                                  "often 1.5-3x slower steps. Set false for speed "
+                                                  "runs.")
     log_every: int = Field(20, ge=1, description="Write a train line to metrics.jsonl every N steps.")
 
 
@@ -110,6 +207,12 @@ class EvalConfig(Section):
     every: int = Field(1, ge=1, description="Evaluate every N epochs (and always after the last).")
     max_samples: int = Field(100, ge=0, le=10_000,
                              description="Misclassified test images saved per evaluation.")
+    tta: Literal[0, 1, 2] = Field(
+        0, description="Test-time augmentation, reported as top1_tta beside top1: 0 none, 1 mirror "
+                       "(mean logits of the image and its mirror), 2 mirror plus the mirror pair "
+                       "of two 1-pixel translations (reflect-padded), weighted 1/2, 1/4, 1/4.")
+    tta_every_eval: bool = Field(False, description="Compute TTA at every evaluation (false: only "
+                                                    "the final one; it costs 2 or 6 forward passes).")
 
 
 class CheckpointConfig(Section):
@@ -189,21 +292,87 @@ class RunSpec(Section):
             raise ValueError("train.amp='fp16' needs CUDA; on CPU use 'bf16', 'auto' or 'off'")
         if self.model.engine == "numpy":
             self._numpy_engine_checks(world)
+        else:
+            self._torch_engine_checks()
         return self
 
+    def _torch_engine_checks(self) -> None:
+        from ddpcifar.models import whitening_stem_models
+
+        if self.model.whitening is not None and self.model.name not in whitening_stem_models():
+            raise ValueError(f"model.whitening: model {self.model.name!r} has no whitening stem "
+                             f"(allowed models: {', '.join(whitening_stem_models())})")
+
     def _numpy_engine_checks(self, world: int) -> None:
+        """Refuse every value the NumPy engine cannot honour, so a spec means the same in both
+        engines; ddpcifar/engine/numpy_runner.py then copies the spec without checks of its own.
+
+        Honoured there: train.epochs/global_batch_size/seed/log_every/label_smoothing/grad_clip,
+        optimizer.lr/momentum/nesterov/weight_decay, all of schedule (ddpcifar.schedule),
+        augment.kind/flip_p/translate/translate_pad/cutout, eval.batch_size/every/max_samples,
+        checkpoint.save_best, data.dir/max_samples, logging.*, scratch.*.
+        Ignored, as they cannot change what it computes: data.num_workers and data.os_cache
+        (loader speed), train.deterministic (the NumPy engine is deterministic for a seed
+        anyway), train.amp='auto' (scratch.dtype decides), optimizer.betas/eps/muon_* (other
+        optimizers, refused below), augment.affine_p/shift/scale/rotate/dropout_p/dropout_size
+        (albumentations only, refused below), eval.tta_every_eval and train.averaging.every/
+        decay/power/start_epochs (only with eval.tta / averaging, refused below), distributed.timeout_s.
+        """
         if world > 1:
             raise ValueError(f"model {SCRATCH_MODEL!r} runs on the NumPy engine in one process; "
                              f"launch it without torchrun (world size is {world})")
-        if self.optimizer.name != "sgd":
-            raise ValueError(f"optimizer.name={self.optimizer.name!r}: the NumPy engine has SGD "
-                             "with momentum only (allowed: 'sgd')")
-        if self.schedule.name not in ("cosine", "step", "constant"):
-            raise ValueError(f"schedule.name={self.schedule.name!r}: the NumPy engine supports "
-                             "'cosine', 'step' and 'constant'")
-        if self.augment.kind == "albumentations":
-            raise ValueError("augment.kind='albumentations': the NumPy engine supports 'none' "
-                             "and 'basic' (flip + translate)")
+        o, t, m, a, c = self.optimizer, self.train, self.model, self.augment, self.checkpoint
+        refusals = [
+            (o.name != "sgd", f"optimizer.name={o.name!r}: the NumPy engine has SGD with "
+                              "momentum only (allowed: 'sgd')"),
+            (o.units != "torch", f"optimizer.units={o.units!r}: the NumPy engine takes lr and "
+                                 "weight_decay in torch units (allowed: 'torch')"),
+            (o.weight_decay_mode != "l2", f"optimizer.weight_decay_mode={o.weight_decay_mode!r}: "
+                                          "the NumPy engine adds L2 to the gradient (allowed: 'l2')"),
+            (o.norm_lr_scale != 1, f"optimizer.norm_lr_scale={o.norm_lr_scale}: the NumPy network "
+                                   "has no normalisation layers (allowed: 1.0)"),
+            (t.epochs != int(t.epochs), f"train.epochs={t.epochs}: the NumPy engine trains whole "
+                                        "epochs (allowed: an integer)"),
+            (t.amp in ("bf16", "fp16"), f"train.amp={t.amp!r}: the NumPy engine computes in "
+                                        "scratch.dtype without autocast (allowed: 'auto', 'off')"),
+            (t.loss_reduction != "mean", f"train.loss_reduction={t.loss_reduction!r}: the NumPy "
+                                         "engine averages the loss over the batch (allowed: 'mean')"),
+            (t.averaging.kind != "none", f"train.averaging.kind={t.averaging.kind!r}: the NumPy "
+                                         "engine has no weight averaging (allowed: 'none')"),
+            (m.compile, "model.compile=true: the NumPy engine has nothing to compile "
+                        "(allowed: false)"),
+            (not m.channels_last, "model.channels_last=false: the NumPy engine's arrays are "
+                                  "always NHWC (allowed: true)"),
+            (m.batchnorm != type(m.batchnorm)(),
+             f"model.batchnorm={json.dumps(m.batchnorm.model_dump())}: the NumPy network has no "
+             "BatchNorm (allowed: the defaults)"),
+            (m.whitening is not None,
+             f"model.whitening={json.dumps(m.whitening and m.whitening.model_dump())}: the NumPy "
+             "network has no whitening stem (allowed: null)"),
+            (self.data.loader != "memory", f"data.loader={self.data.loader!r}: the NumPy engine "
+                                           "reads both splits into memory (allowed: 'memory')"),
+            (a.kind == "albumentations", "augment.kind='albumentations': the NumPy engine "
+                                         "supports 'none' and 'basic' (flip + translate + cutout)"),
+            (a.kind == "basic" and a.flip_mode != "random",
+             f"augment.flip_mode={a.flip_mode!r}: the NumPy engine flips at random every epoch "
+             "(allowed: 'random')"),
+            (self.eval.tta != 0, f"eval.tta={self.eval.tta}: the NumPy engine has no test-time "
+                                 "augmentation (allowed: 0)"),
+            (c.every_epochs != 1, f"checkpoint.every_epochs={c.every_epochs}: the NumPy engine "
+                                  "does not resume and writes no last.pt (allowed: 1)"),
+            (c.every_steps is not None, f"checkpoint.every_steps={c.every_steps}: the NumPy engine "
+                                        "does not resume and writes no last.pt (allowed: null)"),
+        ]
+        for refused, message in refusals:
+            if refused:
+                raise ValueError(message)
+        if self.scratch.architecture is not None:
+            from ddpcifar.scratch.network import Sequential  # NumPy only; checks each layer
+
+            try:
+                Sequential(self.scratch.architecture)
+            except UserError as err:
+                raise ValueError(f"scratch.{err}") from None
 
     @property
     def run_dir(self) -> Path:

@@ -153,7 +153,7 @@ Mutation = Callable[[dict[str, Any]], None]
 
 FIELD_CASES: list[tuple[str, Mutation, str]] = [
     ("wrong type", lambda s: s["train"].update(epochs="three"),
-     'train.epochs="three": Input should be a valid integer, unable to parse string as an integer'),
+     'train.epochs="three": Input should be a valid number, unable to parse string as a number'),
     ("wrong type string", lambda s: s["model"].update(name=5),
      "model.name=5: Input should be a valid string"),
     ("unknown section", lambda s: s.update(optimiser={"lr": 0.1}), "optimiser: unknown key"),
@@ -161,7 +161,7 @@ FIELD_CASES: list[tuple[str, Mutation, str]] = [
     ("negative lr", lambda s: s.update(optimizer={"lr": -1}),
      "optimizer.lr=-1: Input should be greater than 0"),
     ("zero epochs", lambda s: s["train"].update(epochs=0),
-     "train.epochs=0: Input should be greater than or equal to 1"),
+     "train.epochs=0: Input should be greater than 0"),
     ("too many workers", lambda s: s["data"].update(num_workers=1000),
      "data.num_workers=1000: Input should be less than or equal to 256"),
     ("missing section", lambda s: s.pop("model"), "model: required field is missing"),

@@ -23,7 +23,7 @@ BATCH = 4
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
     # These are tiny CPU workloads on a shared 2-core box; two intra-op threads competing with
-    # other processes were measured 2-20x slower than one (notes/models.md), so use one.
+    # other processes were measured 2-20x slower than one (docs/models.md), so use one.
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -234,6 +234,8 @@ def test_vgg8bn_structure() -> None:
     assert sum(isinstance(m, nn.MaxPool2d) for m in layers) == 4
 
 
+from ddpcifar.models.whitening import init_whitening  # noqa: E402
+
 # --- airbench whitening hook ----------------------------------------------------------------
 
 
@@ -243,7 +245,7 @@ def test_airbench_init_whitening_whitens_patches() -> None:
     mix = torch.tensor([[1.0, 0.8, 0.2], [0.0, 0.6, 0.5], [0.0, 0.0, 0.3]])
     images = torch.einsum("dc,nchw->ndhw", mix, torch.randn(64, 3, 32, 32, generator=gen))
     model = AirBench()
-    model.init_whitening(images, eps=1e-8)
+    init_whitening(model, images, eps=1e-8)
     features = F.conv2d(images, model.stem.weight[:12])  # the "+" half, bias is zero
     flat = features.permute(0, 2, 3, 1).reshape(-1, 12)
     second_moment = flat.T @ flat / flat.shape[0]
@@ -253,8 +255,8 @@ def test_airbench_init_whitening_whitens_patches() -> None:
 
 
 def test_airbench_init_whitening_rejects_wrong_shape() -> None:
-    with pytest.raises(ValueError, match="N, 3, H, W"):
-        AirBench().init_whitening(torch.zeros(4, 32, 32))
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        init_whitening(AirBench(), torch.zeros(4, 32, 32), eps=5e-4)
 
 
 # --- inspect: parameter count and receptive field -------------------------------------------

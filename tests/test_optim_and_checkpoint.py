@@ -10,7 +10,8 @@ from torch import nn
 
 from ddpcifar.engine.checkpoint import (load_checkpoint, load_latest, rotate_and_save,
                                         save_checkpoint)
-from ddpcifar.engine.optim import build_optimizer, build_scheduler, lr_factor
+from ddpcifar.engine.optim import TrainOptimizer
+from ddpcifar.schedule import lr_factor
 from ddpcifar.errors import UserError
 from ddpcifar.spec import OptimizerConfig, ScheduleConfig
 
@@ -65,28 +66,58 @@ def test_step_schedule():
     assert f[0] == f[29] == 1.0 and f[30] == 0.5 and f[60] == 0.25 and f[99] == 0.125
 
 
-def test_scheduler_drives_the_optimizer():
-    model = nn.Linear(4, 2)
-    opt = build_optimizer(model, OptimizerConfig(lr=0.2))
-    sched = build_scheduler(opt, ScheduleConfig(name="cosine"), steps_per_epoch=SPE, epochs=EPOCHS)
+def _opt(model: nn.Module, schedule: ScheduleConfig | None = None, *, total: int = TOTAL,
+         batch: int = 1024, reduction: str = "mean", **cfg) -> TrainOptimizer:
+    return TrainOptimizer(model, OptimizerConfig(**cfg), schedule or ScheduleConfig(name="constant"),
+                          steps_per_epoch=SPE, total_steps=total, global_batch=batch,
+                          loss_reduction=reduction)
+
+
+def test_schedule_drives_every_group():
+    model = nn.Sequential(nn.Linear(4, 2), nn.BatchNorm1d(2))
+    opt = _opt(model, ScheduleConfig(name="cosine"), lr=0.2, norm_lr_scale=4.0)
     lrs = []
-    for _ in range(TOTAL):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs[0] == pytest.approx(0.2) and lrs[-1] < 0.001
+    for step in range(TOTAL):
+        opt.set_step(step)
+        lrs.append([g["lr"] for g in opt.param_groups])
+    assert lrs[0] == pytest.approx([0.2, 0.8, 0.2])  # weights, norm (x4), the linear bias
+    assert all(g < 0.001 for g in lrs[-1])
+    assert [r[1] / r[0] for r in lrs[1:50]] == pytest.approx([4.0] * 49)
 
 
 def test_weight_decay_skips_biases_and_norms():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    opt = build_optimizer(model, OptimizerConfig(name="adamw", weight_decay=0.05, lr=1e-3))
-    decayed, plain = opt.param_groups
-    assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
+    opt = _opt(model, name="adamw", weight_decay=0.05, lr=1e-3)
+    decayed, norm, bias = opt.param_groups
+    assert decayed["weight_decay"] == 0.05 and norm["weight_decay"] == bias["weight_decay"] == 0.0
     assert [p.shape for p in decayed["params"]] == [torch.Size([4, 3, 3, 3])]
-    assert len(plain["params"]) == 3  # conv bias, bn weight, bn bias
-    assert isinstance(opt, torch.optim.AdamW)
-    sgd = build_optimizer(model, OptimizerConfig(nesterov=True, momentum=0.9))
-    assert sgd.defaults["nesterov"] is True and sgd.defaults["momentum"] == 0.9
+    assert len(norm["params"]) == 2 and len(bias["params"]) == 1  # bn weight and bias; conv bias
+    assert isinstance(opt.main, torch.optim.AdamW)
+    sgd = _opt(model, nesterov=True, momentum=0.9)
+    assert sgd.main.defaults["nesterov"] is True and sgd.main.defaults["momentum"] == 0.9
+
+
+def test_per1024_units_and_decoupled_decay():
+    momentum, batch = 0.85, 2048
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    # Heavy-ball momentum: the first step is plain lr * gradient (Nesterov's would be (1 + m) x).
+    opt = _opt(model, lr=11.5, units="per1024", weight_decay=0.0153, weight_decay_mode="decoupled",
+               momentum=momentum, nesterov=False, norm_lr_scale=64.0, batch=batch, reduction="sum")
+    torch_lr = 11.5 / (1024 * (1 + 1 / (1 - momentum)))
+    weights, norm, bias = opt.param_groups
+    assert weights["lr"] == pytest.approx(torch_lr) and norm["lr"] == pytest.approx(64 * torch_lr)
+    # One step with zero gradients: every parameter shrinks by the same decay, whatever its lr.
+    decay = 0.0153 * batch / (1024 * (1 + 1 / (1 - momentum)))
+    before = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step(torch.amp.GradScaler("cpu", enabled=False))
+    for b, p in zip(before, model.parameters()):
+        assert torch.allclose(p, b * (1 - decay), rtol=1e-6, atol=1e-7)
+    # A mean loss has 1/batch of the summed gradient: its lr is batch times larger.
+    mean = _opt(model, lr=11.5, units="per1024", weight_decay_mode="decoupled", momentum=momentum,
+                batch=batch, reduction="mean")
+    assert mean.param_groups[0]["lr"] == pytest.approx(torch_lr * batch)
 
 
 def payload(value: float) -> dict:

@@ -31,12 +31,12 @@ def torchrun_run(prepared_data, tmp_path_factory):
            "--set", "train.log_every=3",
            "--set", "eval.batch_size=50",
            "--set", "eval.max_samples=30"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # PYTHONFAULTHANDLER: a worker killed by SIGABRT/SIGSEGV prints every thread's Python stack.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:  # show the ranks' own error lines, not only torchrun's epilogue
-        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines()
-                 if "rror" in ln or "Traceback" in ln or ln.startswith("  File")]
-        pytest.fail("torchrun failed:\n" + "\n".join(lines[-40:]))
+    if proc.returncode != 0:  # every rank's output (no rank filter), not only torchrun's epilogue
+        pytest.fail(f"torchrun failed (exit status {proc.returncode})\n===== stdout\n"
+                    f"{proc.stdout}\n===== stderr\n{proc.stderr}")
     return tmp / "runs" / "e2e", proc
 
 

@@ -24,9 +24,11 @@ def test_three_ranks_on_ffcv_count_each_test_image_once(tmp_path, prepared_data)
            "--set", "logging.run_name=ffcv3", "--set", "train.epochs=1",
            "--set", "train.global_batch_size=99", "--set", "eval.batch_size=99",
            "--set", "logging.progress=false"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # PYTHONFAULTHANDLER: a worker killed by SIGABRT/SIGSEGV prints every thread's Python stack.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Every rank's output (no rank filter), not only the end of torchrun's epilogue.
+    assert proc.returncode == 0, f"===== stdout\n{proc.stdout}\n===== stderr\n{proc.stderr}"
 
     run = runs / "ffcv3"
     summary = json.loads((run / "summary.json").read_text())

@@ -45,11 +45,16 @@ class PixelTable:
         return cls(torch.cat([padded.reshape(-1, 3), extra]), h, w, pad)
 
     def index(
-        self, take: torch.Tensor, cfg: AugmentConfig | None, gen: torch.Generator | None
+        self,
+        take: torch.Tensor,
+        cfg: AugmentConfig | None,
+        gen: torch.Generator | None,
+        mirror: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Table row of every output pixel (n,h,w) of images `take`; augmented if cfg.kind is 'basic'.
 
-        In image terms: flip (prob. flip_p), then shift by (dy, dx) each uniform in
+        In image terms: flip (prob. flip_p, or where `mirror` (n,) is true when given: the
+        alternating scheme decides flips outside), then shift by (dy, dx) each uniform in
         [-translate, translate], then one cutout x cutout square, wholly inside, filled.
         """
         cfg = cfg if cfg is not None and cfg.kind == "basic" else None
@@ -62,11 +67,12 @@ class PixelTable:
                 raise ValueError(f"translate {cfg.translate} exceeds the table's padding {p}")
             shift = torch.randint(-cfg.translate, cfg.translate + 1, (n, 2), generator=gen, device=dev)
             ys, xs = ys + shift[:, :1], xs + shift[:, 1:]
-        if cfg is not None and cfg.flip_p > 0:
+        if cfg is not None and mirror is None and cfg.flip_p > 0:
+            mirror = torch.rand(n, generator=gen, device=dev) < cfg.flip_p
+        if cfg is not None and mirror is not None:
             # Mirroring the padded image = padding the mirrored one (both pads are symmetric),
             # so mapping the shifted column flips first, then translates.
-            mirror = torch.rand(n, 1, generator=gen, device=dev) < cfg.flip_p
-            xs = torch.where(mirror, (pw - 1) - xs, xs)
+            xs = torch.where(mirror[:, None], (pw - 1) - xs, xs)
         rows = take[:, None] * (ph * pw) + ys * pw  # (n,h): small; one full-size add below
         index = rows[:, :, None] + xs[:, None, :]
         if cfg is not None and cfg.cutout > 0:
@@ -84,6 +90,16 @@ class PixelTable:
         n, h, w = index.shape
         # index_select on a 2-D table is ~4x faster on CPU than advanced indexing with 3 index tensors.
         return self.pixels.index_select(0, index.reshape(-1)).view(n, h, w, 3).permute(0, 3, 1, 2)
+
+
+def alternating_flips(n: int, flip_p: float, seed: int, device: torch.device) -> torch.Tensor:
+    """Each sample's flip for even epochs, drawn once from `seed` (odd epochs use the opposite).
+
+    airbench's scheme: every image is seen both ways within any two consecutive epochs, which
+    adds more variety than drawing a fresh random flip each epoch.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, generator=gen) < flip_p).to(device)
 
 
 def mean_fill(mean: Sequence[float]) -> tuple[int, int, int]:

@@ -29,7 +29,7 @@ class DataConfig(BaseModel):
     loader: LoaderKind = Field(
         # 'memory' is the default: its augmentation is seeded (exact resume), it needs no
         # numba compile, and on CPU it used ~8-9 us of CPU per image against FFCV's ~14
-        # (notes/loaders.md); on a GPU its ops run on the device, FFCV's on the CPU.
+        # (docs/loaders.md); on a GPU its ops run on the device, FFCV's on the CPU.
         default="memory",
         description="'memory': the whole split as one uint8 tensor on the device, "
         "augmented with batched tensor ops (seeded). 'ffcv': FFCV's Loader with its "
@@ -79,6 +79,12 @@ class AugmentConfig(BaseModel):
         ge=0.0,
         le=1.0,
         description="basic, albumentations: probability of a horizontal flip.",
+    )
+    flip_mode: Literal["random", "alternating"] = Field(
+        default="random",
+        description="basic: 'random' flips each image with probability flip_p every epoch; "
+        "'alternating' flips each image once at random (probability flip_p, drawn from the "
+        "seed) and mirrors the whole split on every other epoch (memory backend only).",
     )
     translate: int = Field(
         default=4,
@@ -150,6 +156,11 @@ def check_compatible(data: DataConfig, augment: AugmentConfig) -> None:
         raise ValueError(
             "augment.kind='albumentations' needs data.loader='memory': albumentations "
             "runs on numpy images in DataLoader workers, not inside FFCV's numba pipeline"
+        )
+    if augment.kind == "basic" and augment.flip_mode == "alternating":
+        raise ValueError(
+            "augment.flip_mode='alternating' needs data.loader='memory': FFCV's "
+            "RandomHorizontalFlip draws a new flip every epoch; use flip_mode='random'"
         )
     if augment.kind == "basic" and augment.translate > 0 and augment.translate_pad == "reflect":
         raise ValueError(

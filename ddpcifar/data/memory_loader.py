@@ -15,10 +15,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from ddpcifar.data.augment import PixelTable, albumentations_pipeline, mean_fill
+from ddpcifar.data.augment import PixelTable, albumentations_pipeline, alternating_flips, mean_fill
 from ddpcifar.data.config import AugmentConfig, DataConfig
 from ddpcifar.data.loaders import (Batch, Normalizer, derive_seed, eval_positions, subset_positions,
                                    to_split_index, train_order)
+
+
+_FLIP_STREAM = 0xF11B  # mixed into the seed of the alternating-flip draw
 
 
 class MemoryBatchLoader:
@@ -39,7 +42,8 @@ class MemoryBatchLoader:
         normalize: Normalizer,
         mean: Sequence[float],
     ) -> None:
-        from ddpcifar.data.beton import read_split  # the converter's reader (FFCV, file order)
+        # The raw arrays when the directory has them (no FFCV needed), else the beton; file order.
+        from ddpcifar.data.beton import read_split
 
         images, labels = read_split(data.dir, split)  # leaves torch threads and global RNGs alone
         self.positions = subset_positions(len(labels), data.max_samples)
@@ -64,6 +68,11 @@ class MemoryBatchLoader:
             on_device = torch.from_numpy(images).to(device)
             self.table = PixelTable.build(on_device, pad, augment.translate_pad, mean_fill(mean))
             self.labels = torch.from_numpy(labels.astype(np.int64)).to(device)
+            self.base_flips = None
+            if train and augment.kind == "basic" and augment.flip_mode == "alternating":
+                # Seeded by the run seed alone: the same on every rank and in every epoch.
+                self.base_flips = alternating_flips(self.n, augment.flip_p,
+                                                    derive_seed(seed, _FLIP_STREAM), device)
         if train:
             self._len = (self.n // world_size) // batch_size
             self._num_samples = self._len * batch_size
@@ -103,7 +112,10 @@ class MemoryBatchLoader:
         for start in range(0, len(samples), self.batch_size):
             take = samples_t[start : start + self.batch_size]
             cfg = self.augment if gen is not None else None  # never augment from the global RNG
-            images = self.table.gather(self.table.index(take, cfg, gen))  # (B,3,H,W) uint8
+            mirror = None
+            if cfg is not None and self.base_flips is not None:
+                mirror = self.base_flips[take] ^ bool(self.epoch % 2)
+            images = self.table.gather(self.table.index(take, cfg, gen, mirror))  # (B,3,H,W) uint8
             yield Batch(self.normalize(images), self.labels[take], index_t[start : start + self.batch_size])
 
     def _iter_albumentations(self, order: np.ndarray) -> Iterator[Batch]:

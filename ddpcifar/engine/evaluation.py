@@ -27,11 +27,37 @@ class EvalResult:
     count: int
     # (index, true, pred, confidence) of every misclassified sample, sorted by index.
     misclassified: list[tuple[int, int, int, float]] = field(default_factory=list)
+    top1_tta: float | None = None  # with test-time augmentation, when it was computed
+    tta: int = 0  # its level
 
     def metrics(self) -> dict[str, Any]:
         """The keys shared by metrics.jsonl, summary.json and `ddpcifar.evaluate --json`."""
-        return {"loss": self.loss, "top1": self.top1, "top3": self.top3, "top5": self.top5,
-                "per_class": self.per_class, "confusion": self.confusion, "count": self.count}
+        out = {"loss": self.loss, "top1": self.top1, "top3": self.top3, "top5": self.top5,
+               "per_class": self.per_class, "confusion": self.confusion, "count": self.count}
+        if self.top1_tta is not None:
+            out.update(top1_tta=self.top1_tta, tta=self.tta)
+        return out
+
+
+def tta_logits(model: nn.Module, images: torch.Tensor, level: int, plain: torch.Tensor) -> torch.Tensor:
+    """Test-time-augmented logits; `plain` = model(images), already computed.
+
+    1: the mean of the image's and its mirror's logits. 2: half that, plus a quarter each of
+    the same for the image shifted one pixel up-left and one down-right (reflect padding).
+    """
+    def mirrored(x: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        base = model(x).float() if base is None else base
+        flipped = x.flip(-1).contiguous(memory_format=torch.channels_last)
+        return 0.5 * (base + model(flipped).float())
+
+    logits = mirrored(images, plain)
+    if level < 2:
+        return logits
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+    shifted = [padded[:, :, :h, :w], padded[:, :, 2:, 2:]]
+    translated = [mirrored(x.contiguous(memory_format=torch.channels_last)) for x in shifted]
+    return 0.5 * logits + 0.25 * (translated[0] + translated[1])
 
 
 @torch.no_grad()
@@ -42,12 +68,17 @@ def evaluate(
     num_classes: int,
     amp_dtype: torch.dtype | None,
     device: torch.device,
+    tta: int = 0,
 ) -> EvalResult:
-    """Loss, top-1/3/5, per-class accuracy, confusion and misclassified samples of `model`."""
+    """Loss, top-1/3/5, per-class accuracy, confusion and misclassified samples of `model`.
+
+    With `tta` > 0 also top-1 under test-time augmentation (`tta_logits`); everything else is
+    of the plain logits.
+    """
     was_training = model.training
     model.eval()
     k = min(5, num_classes)
-    sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss, top1, top3, top5, count
+    sums = torch.zeros(6, dtype=torch.float64, device=device)  # loss, top1, top3, top5, count, tta
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
     wrong: list[torch.Tensor] = []
     for batch in batches:
@@ -57,8 +88,9 @@ def evaluate(
             continue
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                             enabled=amp_dtype is not None):
-            logits = model(images)
-        logits = logits.float()
+            logits = model(images).float()
+            if tta:
+                sums[5] += (tta_logits(model, images, tta, logits).argmax(1) == labels).sum()
         sums[0] += F.cross_entropy(logits, labels, reduction="sum").double()
         top = logits.topk(k, dim=1).indices
         hit = top == labels[:, None]
@@ -94,4 +126,6 @@ def evaluate(
         confusion=conf.tolist(),
         count=count,
         misclassified=rows,
+        top1_tta=float(sums[5] / max(count, 1)) if tta else None,
+        tta=tta,
     )

@@ -1,66 +1,203 @@
-"""Optimizers and per-step learning-rate schedules built from the spec."""
+"""Optimizers built from the spec, with the learning rate set at every step from the schedule.
+
+`TrainOptimizer` holds one torch optimizer (SGD or AdamW), or two for 'muon' (torch.optim.Muon
+for the convolution filters, SGD for the rest), and sets every group's lr at each step as
+`base_lr * lr_factor(step)`; a group with a freeze step (the whitening stem's bias) drops to lr
+0 from then on. Freezing by lr rather than `requires_grad` keeps DDP's set of gradients fixed.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from ddpcifar.schedule import lr_factor
 from ddpcifar.spec import OptimizerConfig, ScheduleConfig
 
-
-def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """SGD or AdamW. Weight decay skips biases and norm parameters (1-d tensors)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                               nesterov=cfg.nesterov and cfg.momentum > 0)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
-def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: ScheduleConfig) -> float:
-    """Multiplier of the peak lr at optimizer step `step` (0-based) of `total_steps`.
+@dataclass(frozen=True)
+class ParamRoles:
+    """Which parameters get special treatment; everything else trainable is 'other'."""
 
-    Warmup is linear from `start_factor` to 1 over `warmup_epochs`; the named shape runs over
-    the remaining steps and ends at `final_factor`.
+    whitening_bias: nn.Parameter | None = None
+
+
+def momentum_scale(momentum: float) -> float:
+    """1 + 1/(1 - momentum): how much larger heavy-ball steps are than the gradient, at steady state."""
+    return 1 + 1 / (1 - momentum)
+
+
+def _split(model: nn.Module, cfg: OptimizerConfig, roles: ParamRoles) -> dict[str, list[nn.Parameter]]:
+    """Trainable parameters by role: muon filters, norm, whitening bias, weights, other 1-d."""
+    norm_ids = {id(p) for m in model.modules() if isinstance(m, _NORM_TYPES) for p in m.parameters()}
+    special = {id(roles.whitening_bias)} if roles.whitening_bias is not None else set()
+    parts: dict[str, list[nn.Parameter]] = {"filters": [], "norm": [], "whitening_bias": [],
+                                            "weights": [], "other": []}
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        if id(p) in special:
+            parts["whitening_bias"].append(p)
+        elif id(p) in norm_ids:
+            parts["norm"].append(p)
+        elif cfg.name == "muon" and p.ndim == 4:
+            parts["filters"].append(p)
+        elif p.ndim > 1:
+            parts["weights"].append(p)
+        else:
+            parts["other"].append(p)
+    return parts
+
+
+class ConvMuon:
+    """torch.optim.Muon over 4-d convolution filters, each seen as an (out, in*k*k) matrix.
+
+    torch.optim.Muon takes 2-d parameters only. Each filter gets a 2-d Parameter sharing its
+    storage (columns in memory order: Muon's orthogonalisation commutes with a permutation of
+    columns, so the layout does not matter); gradients are copied into that shape before the step.
     """
-    total_steps = max(total_steps, 1)
-    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total_steps)
-    if step < warmup:
-        return cfg.start_factor + (1 - cfg.start_factor) * step / warmup
-    rest = max(total_steps - warmup, 1)
-    t = min((step - warmup) / rest, 1.0)  # progress after warmup, 0..1
-    end = cfg.final_factor
-    if cfg.name == "constant":
-        return 1.0
-    if cfg.name == "cosine":
-        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t))
-    if cfg.name == "step":
-        epoch = (step - warmup) // max(steps_per_epoch, 1)
-        return cfg.gamma ** (epoch // cfg.step_epochs)
-    # onecycle and triangular: rise from the warmup end to a peak, then fall to `end`.
-    # A peak_epoch below 1 is a fraction of the run; otherwise it is an epoch number.
-    peak_step = (cfg.peak_epoch * total_steps if cfg.peak_epoch < 1
-                 else cfg.peak_epoch * steps_per_epoch)
-    peak_t = min(max((peak_step - warmup) / rest, 0.0), 1.0)
-    low = cfg.start_factor if warmup == 0 else 1.0
-    if t < peak_t:
-        u = t / peak_t
-        rise = 0.5 * (1 - math.cos(math.pi * u)) if cfg.name == "onecycle" else u
-        return low + (1 - low) * rise
-    u = (t - peak_t) / max(1 - peak_t, 1e-12)
-    fall = 0.5 * (1 + math.cos(math.pi * u)) if cfg.name == "onecycle" else 1 - u
-    return end + (1 - end) * fall
+
+    def __init__(self, filters: list[nn.Parameter], *, lr: float, momentum: float,
+                 nesterov: bool, normalize: bool, ns_steps: int) -> None:
+        self.filters = filters
+        self.normalize = normalize
+        self.matrices = [nn.Parameter(_matrix_view(p.data)) for p in filters]
+        self.optimizer = torch.optim.Muon(self.matrices, lr=lr, momentum=momentum,
+                                          nesterov=nesterov, weight_decay=0.0, ns_steps=ns_steps)
+
+    @torch.no_grad()
+    def prepare(self) -> None:
+        """Normalise the filters (if asked) and hand their gradients to the 2-d parameters."""
+        for p, m in zip(self.filters, self.matrices):
+            if self.normalize:  # airbench94_muon: each filter tensor held at norm sqrt(out)
+                p.mul_(math.sqrt(p.shape[0]) / p.norm().clamp(min=1e-12))
+            m.grad = None if p.grad is None else _permuted_like(p.grad, p.data).reshape(m.shape)
+
+    def grads_finite(self) -> bool:
+        return all(bool(torch.isfinite(m.grad).all()) for m in self.matrices if m.grad is not None)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, *, steps_per_epoch: int,
-                    epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
-    total = steps_per_epoch * epochs
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total, steps_per_epoch, cfg))
+def _matrix_view(t: torch.Tensor) -> torch.Tensor:
+    """A 2-d (out, rest) view sharing `t`'s storage (contiguous or channels_last 4-d tensors)."""
+    if t.is_contiguous():
+        return t.view(t.shape[0], -1)
+    if t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).view(t.shape[0], -1)
+    raise ValueError(f"muon needs contiguous or channels_last filters, got strides {t.stride()}")
+
+
+def _permuted_like(grad: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
+    """`grad` with its dims in the same order `_matrix_view` flattens `data`."""
+    if data.is_contiguous():
+        return grad
+    return grad.permute(0, 2, 3, 1)
+
+
+class TrainOptimizer:
+    """The run's optimizer(s) and per-step learning rates, checkpointed as one state."""
+
+    def __init__(self, model: nn.Module, cfg: OptimizerConfig, schedule: ScheduleConfig, *,
+                 steps_per_epoch: int, total_steps: int, global_batch: int, loss_reduction: str,
+                 roles: ParamRoles = ParamRoles(), whitening_bias_lr_scale: float = 1.0,
+                 whitening_bias_steps: int | None = None, whitening_bias_decay: bool = False) -> None:
+        self.cfg = cfg
+        self.factor: Callable[[int], float] = (
+            lambda step: lr_factor(step, total_steps, steps_per_epoch, schedule))
+        parts = _split(model, cfg, roles)
+        lr = cfg.lr
+        decay = cfg.weight_decay
+        if cfg.units == "per1024":
+            # Per 1024 examples of summed loss: a mean loss has 1/batch the gradient, so its
+            # lr is batch times larger for the same step.
+            lr = cfg.lr / (1024 * momentum_scale(cfg.momentum))
+            lr *= global_batch if loss_reduction == "mean" else 1
+            decay = cfg.weight_decay * global_batch / (1024 * momentum_scale(cfg.momentum))
+        decoupled = cfg.weight_decay_mode == "decoupled"
+
+        def group(params: list[nn.Parameter], group_lr: float, *, decays: bool,
+                  freeze_step: int | None = None, linear_to_freeze: bool = False) -> dict[str, Any]:
+            # Decoupled: torch multiplies the decay by the group's lr, so divide it out here.
+            wd = (decay / group_lr if decoupled else decay) if decays else 0.0
+            return {"params": params, "lr": group_lr, "base_lr": group_lr, "weight_decay": wd,
+                    "freeze_step": freeze_step, "linear_to_freeze": linear_to_freeze}
+
+        groups = [
+            group(parts["weights"], lr, decays=True),
+            group(parts["norm"], lr * cfg.norm_lr_scale, decays=decoupled),
+            group(parts["other"], lr, decays=decoupled),
+            group(parts["whitening_bias"], lr * whitening_bias_lr_scale, decays=decoupled,
+                  freeze_step=whitening_bias_steps, linear_to_freeze=whitening_bias_decay),
+        ]
+        groups = [g for g in groups if g["params"]]
+        if cfg.name == "adamw":
+            self.main: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas,
+                                                                 eps=cfg.eps)
+        else:
+            self.main = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum,
+                                        nesterov=cfg.nesterov and cfg.momentum > 0)
+        self.muon = (ConvMuon(parts["filters"], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
+                              nesterov=cfg.nesterov, normalize=cfg.muon_normalize,
+                              ns_steps=cfg.muon_ns_steps)
+                     if parts["filters"] else None)
+        if self.muon is not None:
+            for g in self.muon.optimizer.param_groups:
+                g.update(base_lr=cfg.muon_lr, freeze_step=None, linear_to_freeze=False)
+        self.set_step(0)
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.main] + ([self.muon.optimizer] if self.muon is not None else [])
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [g for opt in self.optimizers for g in opt.param_groups]
+
+    @property
+    def lr(self) -> float:
+        """The first group's current lr (what the logs show)."""
+        return self.main.param_groups[0]["lr"]
+
+    def set_step(self, step: int) -> None:
+        """Set every group's lr for optimizer step `step` (0-based)."""
+        factor = self.factor(step)
+        for g in self.param_groups:
+            freeze = g["freeze_step"]
+            if freeze is not None and step >= freeze:
+                g["lr"] = 0.0
+            elif g["linear_to_freeze"] and freeze:
+                g["lr"] = g["base_lr"] * (1 - step / freeze)
+            else:
+                g["lr"] = g["base_lr"] * factor
+
+    def zero_grad(self) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+
+    def step(self, scaler: torch.amp.GradScaler) -> None:
+        """One step of every optimizer; with an fp16 scaler, a step with inf/nan gradients is skipped."""
+        if self.muon is not None:
+            self.muon.prepare()
+            if scaler.is_enabled():
+                scaler.unscale_(self.muon.optimizer)  # a sync point, fp16 only
+            if not scaler.is_enabled() or self.muon.grads_finite():
+                self.muon.optimizer.step()
+        scaler.step(self.main)
+
+    def unscale_(self, scaler: torch.amp.GradScaler) -> None:
+        """Unscale the main optimizer's gradients (before clipping); muon unscales in `step`."""
+        scaler.unscale_(self.main)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"main": self.main.state_dict(),
+                "muon": self.muon.optimizer.state_dict() if self.muon is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.main.load_state_dict(state["main"])
+        if self.muon is not None:
+            self.muon.optimizer.load_state_dict(state["muon"])

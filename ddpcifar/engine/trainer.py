@@ -7,6 +7,7 @@ TensorBoard writer and progress bar, the other ranks null ones with the same met
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,26 +23,50 @@ from ddpcifar.data.loaders import build_loader
 from ddpcifar.data.meta import load_meta
 from ddpcifar.engine.checkpoint import load_latest, rotate_and_save, save_checkpoint
 from ddpcifar.engine.console import ConsoleProgress, NullProgress
+from ddpcifar.engine.device import configure_backends
 from ddpcifar.engine.distributed import (DistEnv, all_gather_objects, all_reduce_sum, as_peer_timeout,
                                          broadcast_object)
+from ddpcifar.engine.averaging import WeightAverage
 from ddpcifar.engine.evaluation import EvalResult, evaluate
-from ddpcifar.engine.optim import build_optimizer, build_scheduler
+from ddpcifar.engine.optim import ParamRoles, TrainOptimizer
 from ddpcifar.engine.rundir import NullRunDir, RunDir, spread_by_class
 from ddpcifar.engine.tensorboard import NullTensorBoard, TensorBoardSink
 from ddpcifar.models import build_model
 from ddpcifar.models.inspect import count_parameters
-from ddpcifar.spec import RunSpec
+from ddpcifar.models.whitening import init_whitening
+from ddpcifar.spec import BatchNormConfig, RunSpec
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: bf16 on CPU, fp16 (with a gradient scaler) on CUDA, or none."""
+    """The autocast dtype: `amp` as named, or for 'auto' bf16 on CPU and on CUDA GPUs with bf16
+    (Ampere and later), fp16 on older GPUs; None for 'off'.
+
+    bf16 has fp32's exponent range, so it needs no GradScaler, whose inf check is a host-device
+    sync every step; fp16 (and its scaler) only where the GPU lacks bf16.
+    """
     if amp == "off":
         return None
     if amp == "bf16":
         return torch.bfloat16
     if amp == "fp16":
         return torch.float16
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.float16
+    return torch.bfloat16
+
+
+def configure_batchnorm(model: nn.Module, cfg: BatchNormConfig) -> None:
+    """Apply the spec's BatchNorm overrides to every BatchNorm layer (before DDP wraps the model)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if cfg.momentum is not None:
+                m.momentum = cfg.momentum
+            if cfg.eps is not None:
+                m.eps = cfg.eps
+            if not cfg.train_scale and m.weight is not None:
+                with torch.no_grad():
+                    m.weight.fill_(1.0)
+                m.weight.requires_grad_(False)
 
 
 def wrap_model(model: nn.Module, env: DistEnv, *, compile: bool) -> nn.Module:
@@ -83,14 +108,19 @@ class Trainer:
         self.spec, self.env = spec, env
         self.meta = load_meta(spec.data.dir, verify_sha256=True)
         self.classes = list(self.meta.classes)
-        if spec.train.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        configure_backends(env.device, spec.train.deterministic)  # determinism, TF32, cudnn autotune
         # The same seed on every rank gives identical initial weights (DDP broadcasts rank 0's
         # anyway); data order and augmentation use their own generators, not this one.
         torch.manual_seed(spec.train.seed)
         self.model = build_model(spec.model.name, num_classes=len(self.classes))
+        configure_batchnorm(self.model, spec.model.batchnorm)
         memory_format = torch.channels_last if spec.model.channels_last else torch.contiguous_format
         self.model.to(env.device, memory_format=memory_format)
+        self.timing = {"whitening_s": 0.0, "train_s": 0.0, "final_eval_s": 0.0}
+        roles = ParamRoles()
+        if spec.model.whitening is not None:
+            # Before DDP: its frozen weight must not be registered for gradient reduction.
+            roles = ParamRoles(whitening_bias=self._init_whitening())
         self.net = wrap_model(self.model, env, compile=spec.model.compile)
         self.amp_dtype = resolve_amp(spec.train.amp, env.device)
         self.scaler = torch.amp.GradScaler(env.device.type,
@@ -99,30 +129,42 @@ class Trainer:
         # Derived numbers, computed once (and checked by the spec's cross-field validation).
         self.rank_batch = spec.train.global_batch_size // env.world_size
         common = dict(rank=env.rank, world_size=env.world_size, seed=spec.train.seed,
-                      device=env.device, mean=self.meta.mean, std=self.meta.std)
+                      device=env.device, mean=self.meta.mean, std=self.meta.std,
+                      channels_last=spec.model.channels_last)
         self.train_loader = build_loader(spec.data, spec.augment, split="train",
                                          batch_size=self.rank_batch, train=True, **common)
         self.test_loader = build_loader(spec.data, spec.augment, split="test",
                                         batch_size=spec.eval.batch_size // env.world_size,
                                         train=False, **common)
         self.steps_per_epoch = len(self.train_loader)  # > 0: build_loader refuses a tiny split
-        self.optimizer = build_optimizer(self.model, spec.optimizer)
-        self.scheduler = build_scheduler(self.optimizer, spec.schedule,
-                                         steps_per_epoch=self.steps_per_epoch,
-                                         epochs=spec.train.epochs)
+        # A fractional epoch count stops inside the last epoch, the step count rounded up.
+        self.total_steps = math.ceil(self.steps_per_epoch * spec.train.epochs - 1e-9)
+        self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        whitening = spec.model.whitening
+        self.optimizer = TrainOptimizer(
+            self.model, spec.optimizer, spec.schedule, steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.total_steps, global_batch=spec.train.global_batch_size,
+            loss_reduction=spec.train.loss_reduction, roles=roles,
+            whitening_bias_lr_scale=whitening.bias_lr_scale if whitening else 1.0,
+            whitening_bias_steps=(math.ceil(whitening.bias_epochs * self.steps_per_epoch - 1e-9)
+                                  if whitening else None),
+            whitening_bias_decay=whitening.bias_decay if whitening else False)
+        self.averaging = (WeightAverage(self.model, spec.train.averaging, self.total_steps,
+                                        self.steps_per_epoch)
+                          if spec.train.averaging.kind != "none" else None)
         self.parameters = count_parameters(self.model)
 
         # Read and check the checkpoint before the run directory is touched: a resume that
         # cannot work must leave the run exactly as it was.
         resume_from = self._load_resume_state() if resume else None
         run_args = dict(name=spec.logging.run_name, model=spec.model.name, engine="torch",
-                        epochs=spec.train.epochs, world_size=env.world_size, classes=self.classes)
+                        epochs=self.num_epochs, world_size=env.world_size, classes=self.classes)
         self.run = (RunDir(spec.run_dir, resume=resume, **run_args) if env.is_main
                     else NullRunDir(spec.run_dir))
         purge = resume_from[0]["step"] + 1 if resume_from is not None else None
         self.tb = (TensorBoardSink(spec.run_dir / "tb", purge_step=purge)
                    if env.is_main and spec.logging.tensorboard else NullTensorBoard())
-        self.console = (ConsoleProgress(epochs=spec.train.epochs, steps_per_epoch=self.steps_per_epoch)
+        self.console = (ConsoleProgress(epochs=self.num_epochs, steps_per_epoch=self.steps_per_epoch)
                         if env.is_main and spec.logging.progress else NullProgress())
 
         self.epoch = 0  # epochs completed
@@ -143,7 +185,23 @@ class Trainer:
             f"[bold]{spec.logging.run_name}[/]: {spec.model.name} ({self.parameters:,} parameters), "
             f"world size {env.world_size} on {env.device} ({env.backend}), global batch "
             f"{spec.train.global_batch_size} = {env.world_size} x {self.rank_batch}, "
-            f"{self.steps_per_epoch} steps/epoch, amp {self.amp_dtype}, loader {spec.data.loader}")
+            f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps, amp {self.amp_dtype}, "
+            f"loader {spec.data.loader}")
+
+    def _init_whitening(self) -> nn.Parameter:
+        """Set the model's stem from `samples` training images (the same on every rank)."""
+        cfg = self.spec.model.whitening
+        assert cfg is not None
+        images, _ = read_split(self.spec.data.dir, "train")
+        # Evenly spaced, not the first N: a split written class by class would give one class.
+        picked = images[(np.arange(min(cfg.samples, len(images))) * len(images)) // min(cfg.samples, len(images))]
+        first = torch.from_numpy(picked).to(self.env.device).permute(0, 3, 1, 2)
+        mean = torch.tensor(self.meta.mean, device=self.env.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.meta.std, device=self.env.device).view(1, 3, 1, 1)
+        t0 = time.perf_counter()  # airbench times the whitening itself, not reading the data
+        stem = init_whitening(self.model, (first.float() - mean) / std, cfg.eps)
+        self.timing["whitening_s"] = time.perf_counter() - t0
+        return stem.bias
 
     # ---------------------------------------------------------------- training
 
@@ -152,18 +210,25 @@ class Trainer:
         try:
             t_start = time.perf_counter()
             last: EvalResult | None = None
-            for epoch in range(self.epoch, self.spec.train.epochs):
+            for epoch in range(self.epoch, self.num_epochs):
+                t_epoch = time.perf_counter()
                 train_loss, train_top1 = self._train_epoch(epoch)
                 self.epoch = epoch + 1
-                final = self.epoch == self.spec.train.epochs
+                final = self.epoch == self.num_epochs
+                if self.averaging is not None:
+                    self.averaging.end_of_epoch(final)  # lookahead: the average becomes the model
+                self.timing["train_s"] += time.perf_counter() - t_epoch
                 if final or self.epoch % self.spec.eval.every == 0:
-                    last = self._evaluate(train_loss, train_top1)
+                    t_eval = time.perf_counter()
+                    last = self._evaluate(train_loss, train_top1, final=final)
+                    if final:
+                        self.timing["final_eval_s"] = time.perf_counter() - t_eval
                 if final or self.epoch % self.spec.checkpoint.every_epochs == 0:
                     state = self._gather_state()  # collective: every rank takes part
                     if self.run.is_writer:  # only rank 0 writes (concurrent writers corrupt it)
                         rotate_and_save(self.run.path / "checkpoints", "last", state)
             if last is None:  # resumed after the final epoch: evaluate what we have
-                last = self._evaluate(float("nan"), float("nan"))
+                last = self._evaluate(float("nan"), float("nan"), final=True)
             summary = self._summary(last, time.perf_counter() - t_start)
             self.run.write_summary(summary)
             self.tb.hparams(self._hparams(), {"best_top1": self.best["top1"] if self.best else 0.0,
@@ -187,16 +252,19 @@ class Trainer:
         self.net.train()
         self.train_loader.set_epoch(epoch)
         done = self.step - epoch * self.steps_per_epoch  # > 0 only resuming inside this epoch
-        self.console.start_epoch(epoch + 1, self.steps_per_epoch, done)
+        steps = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
+        self.console.start_epoch(epoch + 1, steps, done)
         window, total = _Window.zeros(self.env.device), _Window.zeros(self.env.device)
         if done and self._partial is not None:
             window, total = (_Window.of(sums, self.env.device) for sums in self._partial)
         self._partial = None
         every = spec.checkpoint.every_steps
         epoch_checkpoint = ((epoch + 1) % spec.checkpoint.every_epochs == 0
-                            or epoch + 1 == spec.train.epochs)
+                            or epoch + 1 == self.num_epochs)
         t0 = t_window = time.perf_counter()
         for i, batch in enumerate(self.train_loader):
+            if i >= steps:
+                break  # a fractional last epoch
             if i < done:
                 # Trained before the restart. Drawing the batch anyway replays the loader's
                 # seeded order and augmentation stream up to here, so the rest is identical.
@@ -206,14 +274,14 @@ class Trainer:
                 acc.loss += loss.detach().double() * batch.labels.numel()
                 acc.correct += correct
                 acc.count += batch.labels.numel()
-            last_in_epoch = i + 1 == self.steps_per_epoch
+            last_in_epoch = i + 1 == steps
             if (self.step % spec.train.log_every == 0) or last_in_epoch:
                 # A reduction across ranks and a CPU-GPU sync point: only every log_every steps.
                 sums = all_reduce_sum(torch.stack([window.loss, window.correct, window.count]))
                 now = time.perf_counter()
                 n = float(sums[2])
                 values = {"loss": float(sums[0]) / n, "top1": float(sums[1]) / n,
-                          "lr": self.optimizer.param_groups[0]["lr"],
+                          "lr": self.optimizer.lr,
                           "images_per_s": n / max(now - t_window, 1e-9)}
                 self.run.log("train", epoch=round(epoch + (i + 1) / self.steps_per_epoch, 4),
                              step=self.step, values=values)
@@ -229,6 +297,7 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         sums = all_reduce_sum(torch.stack([total.loss, total.correct, total.count]))
         self.epoch_rates.append(float(sums[2]) / max(elapsed, 1e-9))
+        self.console.message(f"epoch {epoch + 1}: {self.epoch_rates[-1]:,.0f} img/s, {elapsed:.1f} s")
         return float(sums[0] / sums[2]), float(sums[1] / sums[2])
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,22 +308,30 @@ class Trainer:
         # The loss in float32: cross-entropy of bf16 logits loses precision. vgg8bn returns
         # log-probabilities; log_softmax is idempotent, so cross_entropy is still correct.
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=spec.label_smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        # DDP averages gradients over ranks: the mean of rank means is the global mean, and a
+        # global sum is the mean of (rank sum x world size).
+        objective = (loss if spec.loss_reduction == "mean"
+                     else loss * (labels.numel() * self.env.world_size))
+        self.optimizer.set_step(self.step)
+        self.optimizer.zero_grad()
+        self.scaler.scale(objective).backward()
         if spec.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
+            self.optimizer.unscale_(self.scaler)
             nn.utils.clip_grad_norm_(self.model.parameters(), spec.grad_clip)
-        self.scaler.step(self.optimizer)
+        self.optimizer.step(self.scaler)
         self.scaler.update()
-        self.scheduler.step()
         self.step += 1
+        if self.averaging is not None:
+            self.averaging.after_step(self.step)
         return loss, (logits.argmax(1) == labels).sum().double()
 
     # ---------------------------------------------------------------- evaluation
 
-    def _evaluate(self, train_loss: float, train_top1: float) -> EvalResult:
-        result = evaluate(self.net, self.test_loader, num_classes=len(self.classes),
-                          amp_dtype=self.amp_dtype, device=self.env.device)
+    def _evaluate(self, train_loss: float, train_top1: float, *, final: bool = False) -> EvalResult:
+        tta = self.spec.eval.tta if final or self.spec.eval.tta_every_eval else 0
+        with self._averaged():
+            result = evaluate(self.net, self.test_loader, num_classes=len(self.classes),
+                              amp_dtype=self.amp_dtype, device=self.env.device, tta=tta)
         metrics = result.metrics()
         values = {**metrics, "train_loss": train_loss, "train_top1": train_top1}
         self.run.log("eval", epoch=self.epoch, step=self.step, values=values)
@@ -265,17 +342,25 @@ class Trainer:
         if self.run.is_writer:
             self._write_samples(result)
         if improved and self.spec.checkpoint.save_best:
-            state = self._gather_state()  # collective: every rank takes part
+            with self._averaged():  # best.pt holds the weights that were evaluated
+                state = self._gather_state()  # collective: every rank takes part
             if self.run.is_writer:
                 save_checkpoint(self.run.path / "checkpoints" / "best.pt", state)
         rate = self.epoch_rates[-1] if self.epoch_rates else None
         self.run.write_status(epoch=self.epoch, best_top1=self.best["top1"], last_top1=result.top1,
                               images_per_s=rate)
+        tta_text = f"  top1 TTA{result.tta} {result.top1_tta:.2%}" if result.top1_tta is not None else ""
         self.console.message(
-            f"epoch {self.epoch}/{self.spec.train.epochs}: test loss {result.loss:.4f}  "
-            f"top1 {result.top1:.2%}  top5 {result.top5:.2%}  (train loss {train_loss:.4f}, "
-            f"{rate or 0:,.0f} img/s)")
+            f"epoch {self.epoch}/{self.num_epochs}: test loss {result.loss:.4f}  "
+            f"top1 {result.top1:.2%}  top5 {result.top5:.2%}{tta_text}  (train loss "
+            f"{train_loss:.4f}, {rate or 0:,.0f} img/s)")
         return result
+
+    def _averaged(self):
+        """Context: the EMA weights in the model (evaluation, best.pt); a no-op otherwise."""
+        from contextlib import nullcontext
+
+        return self.averaging.applied() if self.averaging is not None else nullcontext()
 
     def _write_samples(self, result: EvalResult) -> None:
         keep = spread_by_class([r[1] for r in result.misclassified], self.spec.eval.max_samples)
@@ -313,7 +398,8 @@ class Trainer:
             "step": self.step,
             "state_dict": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "averaging": self.averaging.state_dict() if self.averaging is not None else None,
+            "timing": dict(self.timing),
             "scaler": self.scaler.state_dict(),
             "best": self.best,
             "epoch_rates": self.epoch_rates,
@@ -359,7 +445,9 @@ class Trainer:
         """Restore everything else that determines the trajectory (weights are already in)."""
         self.console.message(f"resuming from {path} (epoch {state['epoch']}, step {state['step']})")
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if self.averaging is not None:
+            self.averaging.load_state_dict(state["averaging"])
+        self.timing.update(state.get("timing") or {})
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
         self.epoch_rates = list(state["epoch_rates"])
@@ -378,6 +466,11 @@ class Trainer:
             "images_per_s": float(np.mean(rates)) if rates else None,
             "parameters": self.parameters,
             "steps": self.step,
+            "epochs": self.spec.train.epochs,
+            # airbench's convention: whitening + training steps + the final (TTA) evaluation;
+            # start-up, data loading and the other evaluations excluded.
+            "timing": {**{k: round(v, 3) for k, v in self.timing.items()},
+                       "time_to_accuracy_s": round(sum(self.timing.values()), 3)},
             "best": self.best,
             "final": {"epoch": self.epoch, **last.metrics()},
         }

@@ -16,7 +16,7 @@ from torch import nn
 
 from ddpcifar.errors import UserError
 
-__all__ = ["MODEL_NAMES", "build_model", "model_names", "register"]
+__all__ = ["MODEL_NAMES", "build_model", "model_names", "register", "whitening_stem_models"]
 
 # A builder is a model class (or any callable) taking `num_classes` and returning a module.
 ModelBuilder = Callable[..., nn.Module]
@@ -50,6 +50,11 @@ MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 def model_names() -> tuple[str, ...]:
     """Every name `build_model` accepts right now: MODEL_NAMES plus any registered since."""
     return tuple(_BUILDERS)
+
+
+def whitening_stem_models() -> tuple[str, ...]:
+    """Names of the models with a whitening stem (`model.whitening` in a spec)."""
+    return tuple(n for n, b in _BUILDERS.items() if getattr(b, "whitening_stem", None))
 
 
 def build_model(name: str, num_classes: int = 10) -> nn.Module:

@@ -7,9 +7,9 @@
     head    global max-pool, linear 256 -> classes (no bias), output / 9
 
 Pooling before BatchNorm makes the BN and GELU run on a quarter of the pixels. The 2x2 stem
-has 24 = 2 x 12 filters so it can optionally be set to a whitening transform of 2x2 patches
-(`init_whitening`, plus and minus each direction so GELU loses nothing); without it the stem
-is an ordinary trainable convolution.
+has 24 = 2 x 12 filters so it can be set to a whitening transform of 2x2 patches (the spec's
+`model.whitening`, see models/whitening.py); without it the stem is an ordinary trainable
+convolution.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class AirBench(nn.Module):
     """
 
     outputs_log_probs: bool = False
+    whitening_stem = "stem"  # models/whitening.py may set this conv from the data
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
@@ -71,29 +72,6 @@ class AirBench(nn.Module):
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.linear = nn.Linear(c_in, num_classes, bias=False)
         self.output_scale = _OUTPUT_SCALE
-
-    @torch.no_grad()
-    def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
-        """Set the stem to whiten 2x2 patches of `images` (N, 3, H, W), normalised training data.
-
-        The first 12 filters map a patch onto the eigenvectors of the patch second-moment
-        matrix, divided by sqrt(eigenvalue + eps), so their outputs have (about) identity second
-        moments; the other 12 are their negatives. The stem bias is zeroed. Whether the stem
-        then stays trainable (airbench freezes it) is the trainer's choice.
-        """
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"init_whitening expects (N, 3, H, W) images, got {tuple(images.shape)}")
-        k = _STEM_KERNEL
-        # (N, 3, H', W', k, k) -> (N*H'*W', 3*k*k), flattened in the conv weight's (c, kh, kw) order
-        patches = images.float().unfold(2, k, 1).unfold(3, k, 1)
-        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, _PATCH_DIM)
-        second_moment = patches.T @ patches / patches.shape[0]
-        eigenvalues, eigenvectors = torch.linalg.eigh(second_moment.double())
-        filters = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).float()
-        filters = filters.reshape(_PATCH_DIM, 3, k, k)
-        weight = torch.cat([filters, -filters]).to(self.stem.weight)
-        self.stem.weight.copy_(weight)
-        self.stem.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem_act(self.stem(x)))

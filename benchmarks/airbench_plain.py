@@ -1,0 +1,210 @@
+"""The airbench94 recipe as one plain PyTorch script: the baseline ddpcifar is measured against.
+
+No ddpcifar code: the data comes straight from the prepared betons through FFCV, and the
+network, whitening, optimizer, schedule, lookahead, augmentation and test-time augmentation
+are written out here, so a reader can check the recipe in one file. The timing follows
+airbench's convention: whitening + training steps + the final TTA evaluation; reading the
+data and start-up are excluded, and there are no evaluations during training.
+
+    python benchmarks/airbench_plain.py --data data/cifar10 --seed 0 --out result.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HYP = {
+    "epochs": 9.9, "batch_size": 1024, "lr": 11.5, "momentum": 0.85, "weight_decay": 0.0153,
+    "bias_scaler": 64.0, "label_smoothing": 0.2, "whiten_bias_epochs": 3, "translate": 2,
+    "widths": (64, 256, 256), "bn_momentum": 0.4, "scaling_factor": 1 / 9, "tta_level": 2,
+    "whiten_samples": 5000, "whiten_eps": 5e-4,
+}
+
+
+def read_beton(path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images (N,3,32,32) uint8 and labels (N,) int64 of a beton, in file order."""
+    from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+
+    loader = Loader(path, batch_size=5000, num_workers=2, order=OrderOption.SEQUENTIAL, seed=0,
+                    pipelines={"image": [SimpleRGBImageDecoder()], "label": [IntDecoder()]})
+    images, labels = zip(*[(np.array(x), np.array(y)) for x, y in loader])
+    images = torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2).contiguous()
+    return images, torch.from_numpy(np.concatenate(labels).reshape(-1).astype(np.int64))
+
+
+class ConvGroup(nn.Module):
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm2d(c_out, eps=1e-12, momentum=HYP["bn_momentum"])
+        self.norm2 = nn.BatchNorm2d(c_out, eps=1e-12, momentum=HYP["bn_momentum"])
+        for conv in (self.conv1, self.conv2):  # identity on the first c_in filters
+            nn.init.dirac_(conv.weight.data[: conv.in_channels])
+        for norm in (self.norm1, self.norm2):
+            norm.weight.requires_grad_(False)  # scale frozen at 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.norm1(F.max_pool2d(self.conv1(x), 2)))
+        return F.gelu(self.norm2(self.conv2(x)))
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        w1, w2, w3 = HYP["widths"]
+        self.whiten = nn.Conv2d(3, 24, 2, bias=True)
+        self.groups = nn.Sequential(ConvGroup(24, w1), ConvGroup(w1, w2), ConvGroup(w2, w3))
+        self.head = nn.Linear(w3, 10, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.groups(F.gelu(self.whiten(x)))
+        return self.head(x.amax(dim=(2, 3))) * HYP["scaling_factor"]
+
+
+@torch.no_grad()
+def init_whitening(conv: nn.Conv2d, images: torch.Tensor) -> None:
+    """Filters = eigenvectors of the 2x2-patch covariance / sqrt(eigenvalue + eps), with both signs."""
+    patches = images.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12).double()
+    values, vectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+    filters = (vectors.T / torch.sqrt(values + HYP["whiten_eps"])[:, None]).reshape(12, 3, 2, 2)
+    conv.weight.copy_(torch.cat([filters, -filters]).float())
+    conv.weight.requires_grad_(False)
+    conv.bias.zero_()
+
+
+def augmented_epoch(padded: torch.Tensor, flips: torch.Tensor, epoch: int, gen: torch.Generator) -> torch.Tensor:
+    """Alternating flip (each image's own flip, mirrored on odd epochs) + a random 2-px translation."""
+    n, pad = len(padded), HYP["translate"]
+    mirror = flips ^ bool(epoch % 2)
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=gen)
+    rows = dy[:, None] + torch.arange(32)[None]  # (n, 32) padded row of each output row
+    cols = dx[:, None] + torch.arange(32)[None]
+    cols = torch.where(mirror[:, None], (31 + 2 * pad) - cols, cols)
+    idx = torch.arange(n)[:, None, None]
+    return padded[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (n,3,32,32)
+
+
+def tta_logits(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def mirror(x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (net(x) + net(x.flip(-1)))
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = [padded[:, :, :32, :32], padded[:, :, 2:, 2:]]
+    return 0.5 * mirror(x) + 0.25 * (mirror(shifted[0]) + mirror(shifted[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="data/cifar10", help="prepared data directory (betons)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=float, default=HYP["epochs"])
+    parser.add_argument("--max-samples", type=int, default=None, help="evenly spaced subset (smoke runs)")
+    parser.add_argument("--out", help="write the result as JSON here")
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    memory = torch.channels_last
+
+    threads = torch.get_num_threads()  # importing FFCV sets it to 1
+    train_x, train_y = read_beton(f"{args.data}/train.beton")
+    test_x, test_y = read_beton(f"{args.data}/test.beton")
+    if args.max_samples:
+        keep = lambda n: (torch.arange(args.max_samples) * n) // args.max_samples  # noqa: E731
+        tk, sk = keep(len(train_y)), keep(len(test_y))
+        train_x, train_y, test_x, test_y = train_x[tk], train_y[tk], test_x[sk], test_y[sk]
+    mean = train_x.float().mean(dim=(0, 2, 3), keepdim=True)
+    std = train_x.float().std(dim=(0, 2, 3), keepdim=True)
+    normalize = lambda x: ((x.float() - mean) / std).contiguous(memory_format=memory)  # noqa: E731
+    pad = HYP["translate"]
+    padded = F.pad(train_x.float(), (pad,) * 4, mode="reflect").to(torch.uint8).permute(0, 2, 3, 1)
+    test_images = normalize(test_x)
+    torch.set_num_threads(threads)
+
+    bs, n = HYP["batch_size"], len(train_y)
+    steps_per_epoch = n // bs
+    total_steps = math.ceil(steps_per_epoch * args.epochs - 1e-9)
+    net = Net().to(memory_format=memory)
+    kilostep = 1024 * (1 + 1 / (1 - HYP["momentum"]))
+    lr = HYP["lr"] / kilostep
+    wd = HYP["weight_decay"] * bs / kilostep
+    lr_norm = lr * HYP["bias_scaler"]
+    norm = [p for name, p in net.named_parameters() if "norm" in name and p.requires_grad]
+    rest = [p for name, p in net.named_parameters() if "norm" not in name and p.requires_grad]
+    opt = torch.optim.SGD([dict(params=norm, lr=lr_norm, weight_decay=wd / lr_norm),
+                           dict(params=rest, lr=lr, weight_decay=wd / lr)],
+                          momentum=HYP["momentum"], nesterov=True)
+    warm = int(0.23 * total_steps)
+    factor = lambda s: (0.2 + 0.8 * s / warm if s < warm  # noqa: E731
+                        else 1.0 - 0.93 * (s - warm) / (total_steps - warm))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    gen = torch.Generator().manual_seed(args.seed)
+    flips = torch.rand(n, generator=gen) < 0.5
+
+    t0 = time.perf_counter()
+    whiten_idx = (torch.arange(HYP["whiten_samples"]) * n) // HYP["whiten_samples"]
+    init_whitening(net.whiten, normalize(train_x[whiten_idx]))
+    floats = lambda: {k: v for k, v in net.state_dict().items() if v.is_floating_point()}  # noqa: E731
+    average: dict[str, torch.Tensor] = {}
+    step, times = 0, {"whitening_s": time.perf_counter() - t0}
+
+    t0 = time.perf_counter()
+    for epoch in range(math.ceil(total_steps / steps_per_epoch)):
+        net.whiten.bias.requires_grad_(epoch < HYP["whiten_bias_epochs"])
+        images = augmented_epoch(padded, flips, epoch, gen)
+        order = torch.randperm(n, generator=gen)
+        net.train()
+        for i in range(steps_per_epoch):
+            idx = order[i * bs:(i + 1) * bs]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = net(normalize(images[idx]))
+            loss = F.cross_entropy(logits.float(), train_y[idx], label_smoothing=HYP["label_smoothing"],
+                                   reduction="sum")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if epoch >= 3 and step % 5 == 0:  # lookahead: pull into the average, reset to it
+                decay = 0.95 ** 5 * (step / total_steps) ** 3 if average else 0.0
+                average = average or {k: v.clone() for k, v in floats().items()}
+                with torch.no_grad():
+                    for k, v in floats().items():
+                        average[k].lerp_(v, 1 - decay)
+                        v.copy_(average[k])
+            if step >= total_steps:
+                break
+        if average:  # after each epoch the weights become the average
+            with torch.no_grad():
+                for k, v in floats().items():
+                    v.copy_(average[k])
+    times["train_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    net.eval()
+    correct = correct_tta = 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for start in range(0, len(test_y), 1000):
+            x, y = test_images[start:start + 1000], test_y[start:start + 1000]
+            correct += int((net(x).argmax(1) == y).sum())
+            correct_tta += int((tta_logits(net, x).argmax(1) == y).sum())
+    times["final_eval_s"] = time.perf_counter() - t0
+    result = {"top1": correct / len(test_y), "top1_tta": correct_tta / len(test_y),
+              "time_to_accuracy_s": sum(times.values()), **times, "steps": step,
+              "epochs": args.epochs, "seed": args.seed, "threads": torch.get_num_threads(),
+              "images_per_s": step * bs / times["train_s"]}
+    print(json.dumps(result))
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(result, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
