@@ -20,8 +20,11 @@ from ddpcifar.errors import UserError, cli_main
 
 def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, batch_size: int = 1000,
                         loader: str = "memory", device: str = "auto",
-                        amp: str | None = None) -> dict[str, Any]:
-    """Metrics of `checkpoint` on `data_dir`'s test split, in one process."""
+                        amp: str | None = None, tta: int | None = None) -> dict[str, Any]:
+    """Metrics of `checkpoint` on `data_dir`'s test split, in one process.
+
+    `tta` (0, 1, 2) adds top1_tta; None: the level the run's spec evaluated with.
+    """
     import torch
 
     from ddpcifar.data.config import AugmentConfig, DataConfig
@@ -29,8 +32,9 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, batch_size: int = 1
     from ddpcifar.data.meta import load_meta
     from ddpcifar.engine.checkpoint import load_checkpoint
     from ddpcifar.engine.evaluation import evaluate
-    from ddpcifar.engine.trainer import resolve_amp
+    from ddpcifar.engine.trainer import configure_batchnorm, resolve_amp
     from ddpcifar.models import build_model
+    from ddpcifar.spec import BatchNormConfig
 
     state = load_checkpoint(checkpoint)
     meta = load_meta(data_dir, verify_sha256=True)
@@ -40,6 +44,11 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, batch_size: int = 1
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available())
                        else "cpu")
     model = build_model(state["model"], num_classes=state["num_classes"])
+    run_spec = state.get("spec") or {}
+    # BatchNorm eps changes what evaluation computes: use the run's settings.
+    configure_batchnorm(model, BatchNormConfig(**run_spec.get("model", {}).get("batchnorm", {})))
+    if tta is None:
+        tta = int(run_spec.get("eval", {}).get("tta", 0))
     try:
         model.load_state_dict(state["state_dict"])
     except RuntimeError:
@@ -52,7 +61,7 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, batch_size: int = 1
                         split="test", batch_size=batch_size, train=False, rank=0, world_size=1,
                         seed=0, device=dev, mean=norm["mean"], std=norm["std"])
     result = evaluate(model, test, num_classes=state["num_classes"],
-                      amp_dtype=resolve_amp(amp or state["amp"], dev), device=dev)
+                      amp_dtype=resolve_amp(amp or state["amp"], dev), device=dev, tta=tta)
     out = result.metrics()
     out.update(model=state["model"], epoch=state["epoch"], classes=state["classes"],
                checkpoint=str(checkpoint), data=str(data_dir))
@@ -66,7 +75,8 @@ def _print_table(m: dict[str, Any]) -> None:
     console = Console()
     console.print(f"[bold]{m['model']}[/] epoch {m['epoch']} on {m['data']} ({m['count']} images): "
                   f"loss {m['loss']:.4f}  top1 {m['top1']:.2%}  top3 {m['top3']:.2%}  "
-                  f"top5 {m['top5']:.2%}")
+                  f"top5 {m['top5']:.2%}"
+                  + (f"  top1 TTA{m['tta']} {m['top1_tta']:.2%}" if "top1_tta" in m else ""))
     table = Table("class", "accuracy", "most confused with")
     for i, (name, acc) in enumerate(zip(m["classes"], m["per_class"])):
         row = list(m["confusion"][i])
@@ -90,14 +100,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
                         help="autocast dtype (default: the one the run trained with)")
+    parser.add_argument("--tta", type=int, choices=(0, 1, 2),
+                        help="test-time augmentation level for top1_tta (default: the run's "
+                             "eval.tta): 0 none, 1 mirror, 2 mirror + 1-pixel translations")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     metrics = evaluate_checkpoint(args.checkpoint, args.data, batch_size=args.batch_size,
-                                  loader=args.loader, device=args.device, amp=args.amp)
+                                  loader=args.loader, device=args.device, amp=args.amp,
+                                  tta=args.tta)
     if args.json:
-        keys = ("top1", "top3", "top5", "loss", "per_class", "confusion", "count", "model",
-                "epoch", "classes")
+        keys = ("top1", "top1_tta", "top3", "top5", "loss", "per_class", "confusion", "count",
+                "model", "epoch", "classes")
+        keys = tuple(k for k in keys if k in metrics)
         print(json.dumps({k: metrics[k] for k in keys}, indent=2))
     else:
         _print_table(metrics)

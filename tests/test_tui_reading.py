@@ -88,8 +88,11 @@ def test_metrics_log_columns_and_unknown_kinds() -> None:
     assert c.eval_top1.tolist() == [0.4] and c.lines == 4
     ev = latest_evaluation(c.last_eval, None)
     assert ev is not None and ev.epoch == 1 and ev.confusion == [[4, 6], [6, 4]]
-    final = {"final": {"epoch": 2, "top1": 0.5, "per_class": [0.5, 0.5], "confusion": [[5, 5], [5, 5]]}}
-    assert latest_evaluation(c.last_eval, final).source == "summary.json"
+    assert ev.top1_tta is None
+    final = {"final": {"epoch": 2, "top1": 0.5, "top1_tta": 0.55, "per_class": [0.5, 0.5],
+                       "confusion": [[5, 5], [5, 5]]}}
+    got = latest_evaluation(c.last_eval, final)
+    assert got.source == "summary.json" and got.top1_tta == 0.55
     assert latest_evaluation(None, {"final": {"per_class": ["x"], "confusion": []}}) is None
 
 

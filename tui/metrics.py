@@ -212,6 +212,7 @@ class Evaluation:
     per_class: list[float]
     confusion: list[list[int]]
     source: str  # "metrics.jsonl" or "summary.json"
+    top1_tta: float | None = None  # with test-time augmentation, when the run computed it
 
 
 def latest_evaluation(last_eval: dict[str, Any] | None,
@@ -222,7 +223,7 @@ def latest_evaluation(last_eval: dict[str, Any] | None,
         if isinstance(values, dict) and isinstance(values.get("per_class"), list) \
                 and isinstance(values.get("confusion"), list):
             epoch = values.get("epoch")
-            top1 = values.get("top1")
+            top1, tta = values.get("top1"), values.get("top1_tta")
             try:
                 return Evaluation(
                     epoch=int(epoch) if isinstance(epoch, (int, float)) else None,
@@ -230,6 +231,7 @@ def latest_evaluation(last_eval: dict[str, Any] | None,
                     per_class=[float(v) for v in values["per_class"]],
                     confusion=[[int(c) for c in row] for row in values["confusion"]],
                     source=source,
+                    top1_tta=float(tta) if isinstance(tta, (int, float)) else None,
                 )
             except (TypeError, ValueError):
                 continue  # malformed numbers: try the next source

@@ -232,7 +232,9 @@ class Trainer:
             summary = self._summary(last, time.perf_counter() - t_start)
             self.run.write_summary(summary)
             self.tb.hparams(self._hparams(), {"best_top1": self.best["top1"] if self.best else 0.0,
-                                              "final_top1": last.top1})
+                                              "final_top1": last.top1,
+                                              **({"final_top1_tta": last.top1_tta}
+                                                 if last.top1_tta is not None else {})})
             self.run.finish("finished")
             return summary
         except BaseException as err:

@@ -292,6 +292,8 @@ class DashboardScreen(Screen[None]):
             self.query_one(ConfusionGrid).show(classes, [])
             return
         top1 = f" · top-1 {evaluation.top1 * 100:.2f}%" if evaluation.top1 is not None else ""
+        if evaluation.top1_tta is not None:
+            top1 += f" · with TTA {evaluation.top1_tta * 100:.2f}%"
         title.update(f"{run} · evaluation after epoch {evaluation.epoch} "
                      f"(from {evaluation.source}){top1}")
         self.query_one(ClassBars).show(classes, evaluation.per_class)

@@ -1,0 +1,168 @@
+"""Time to accuracy: a spec through the real torchrun command, beside the plain PyTorch script.
+
+For each seed it runs, one after the other on the same machine,
+  ddpcifar:  torchrun --standalone --nproc_per_node=N -m ddpcifar.train SPEC --set train.seed=S
+  plain:     python benchmarks/airbench_plain.py --seed S          (1 process, all cores)
+and reads each run's final top-1 (with TTA) and its time under airbench's convention
+(whitening + training steps + the final TTA evaluation; start-up, data loading and the
+per-epoch evaluations excluded). A run of 9.9 epochs takes tens of minutes on a 2-core CPU,
+so the parts can run in separate invocations and be merged:
+
+    python benchmarks/time_to_accuracy.py run --part ddpcifar --nproc 1 --seeds 0 1 2 --out a.json
+    python benchmarks/time_to_accuracy.py run --part plain --seeds 0 1 --out b.json
+    python benchmarks/time_to_accuracy.py run --part both --nproc 1 --seeds 0 --out c.json  # interleaved
+    python benchmarks/time_to_accuracy.py merge a.json b.json c.json --out merged.json
+
+Each record carries the command, the load average before and after, and the thread settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run_ddpcifar(spec: str, nproc: int, seed: int, data: str, runs: Path, extra: list[str]) -> dict:
+    name = f"tta-{Path(spec).stem}-n{nproc}-s{seed}-{int(time.time())}"
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    cmd = [torchrun, "--standalone", f"--nproc_per_node={nproc}", "-m", "ddpcifar.train", spec,
+           "--set", f"train.seed={seed}", "--set", f"data.dir={data}",
+           "--set", f"logging.runs_dir={runs}", "--set", f"logging.run_name={name}",
+           "--set", "logging.progress=false", *extra]
+    # torchrun gives each of several ranks one thread (OMP_NUM_THREADS=1); one rank keeps all cores.
+    record = _timed(cmd)
+    summary = json.loads((runs / name / "summary.json").read_text())
+    final = summary["final"]
+    record.update(part="ddpcifar", nproc=nproc, seed=seed, spec=spec, run_dir=str(runs / name),
+                  top1=final["top1"], top1_tta=final.get("top1_tta"),
+                  time_s=summary["timing"]["time_to_accuracy_s"], timing=summary["timing"],
+                  images_per_s=summary["images_per_s"], epochs=summary["epochs"],
+                  threads_per_rank=os.cpu_count() if nproc == 1 else 1)
+    return record
+
+
+def run_plain(seed: int, data: str, extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "plain.json"
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "airbench_plain.py"), "--data", data,
+               "--seed", str(seed), "--out", str(out), *extra]
+        record = _timed(cmd)
+        result = json.loads(out.read_text())
+    record.update(part="plain", nproc=1, seed=seed, top1=result["top1"], top1_tta=result["top1_tta"],
+                  time_s=result["time_to_accuracy_s"], images_per_s=result["images_per_s"],
+                  epochs=result["epochs"], threads_per_rank=result["threads"],
+                  timing={k: result[k] for k in ("whitening_s", "train_s", "final_eval_s")})
+    return record
+
+
+def _timed(cmd: list[str]) -> dict:
+    before = load_average()
+    t0 = time.perf_counter()
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    return {"command": " ".join(cmd), "wall_s": round(time.perf_counter() - t0, 1),
+            "load_before": before, "load_after": load_average(),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def summarise(records: list[dict]) -> dict:
+    """mean and std of top1_tta and time per (part, nproc), and the ddpcifar/plain time ratios."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(f"{r['part']}-n{r['nproc']}", []).append(r)
+    table = {}
+    for key, rs in sorted(groups.items()):
+        acc = [r["top1_tta"] for r in rs]
+        secs = [r["time_s"] for r in rs]
+        table[key] = {"runs": len(rs), "top1_tta_mean": statistics.mean(acc),
+                      "top1_tta_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                      "top1_mean": statistics.mean(r["top1"] for r in rs),
+                      "time_s_mean": statistics.mean(secs),
+                      "images_per_s_mean": statistics.mean(r["images_per_s"] for r in rs)}
+    plain = table.get("plain-n1")
+    for key, row in table.items():
+        if plain and key.startswith("ddpcifar"):
+            row["time_ratio_vs_plain"] = row["time_s_mean"] / plain["time_s_mean"]
+            row["top1_tta_minus_plain"] = row["top1_tta_mean"] - plain["top1_tta_mean"]
+    if "ddpcifar-n1" in table and "ddpcifar-n2" in table:
+        table["ddpcifar-n2"]["throughput_vs_n1"] = (table["ddpcifar-n2"]["images_per_s_mean"]
+                                                    / table["ddpcifar-n1"]["images_per_s_mean"])
+    return table
+
+
+def print_table(table: dict) -> None:
+    print(f"{'run':14} {'n':>2} {'top1 TTA':>16} {'top1':>7} {'time s':>8} {'img/s':>7} {'ratio':>6}")
+    for key, row in table.items():
+        ratio = row.get("time_ratio_vs_plain")
+        print(f"{key:14} {row['runs']:>2} {row['top1_tta_mean']:>8.2%} ± {row['top1_tta_std']:.2%} "
+              f"{row['top1_mean']:>7.2%} {row['time_s_mean']:>8.1f} {row['images_per_s_mean']:>7.0f} "
+              f"{'' if ratio is None else f'{ratio:.3f}':>6}")
+
+
+def write(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run seeds of ddpcifar, the plain script, or both interleaved")
+    run.add_argument("--part", choices=("ddpcifar", "plain", "both"), default="both")
+    run.add_argument("--spec", default="specs/airbench94.json")
+    run.add_argument("--nproc", type=int, nargs="+", default=[1], help="ranks for the ddpcifar runs")
+    run.add_argument("--seeds", type=int, nargs="+", default=[0])
+    run.add_argument("--data", default="data/cifar10")
+    run.add_argument("--runs", type=Path, default=Path("runs/time_to_accuracy"))
+    run.add_argument("--epochs", type=float, help="override the epochs (smoke runs; not the recipe)")
+    run.add_argument("--out", type=Path, required=True)
+    merge = sub.add_parser("merge", help="merge result files and print the table")
+    merge.add_argument("inputs", type=Path, nargs="+")
+    merge.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    if args.command == "merge":
+        records = [r for p in args.inputs for r in json.loads(p.read_text())["records"]]
+    else:
+        args.runs.mkdir(parents=True, exist_ok=True)
+        ddp_extra = ["--set", f"train.epochs={args.epochs}"] if args.epochs else []
+        plain_extra = ["--epochs", str(args.epochs)] if args.epochs else []
+        records = []
+        for seed in args.seeds:  # interleaved: a slow spell of the machine hits both
+            if args.part in ("ddpcifar", "both"):
+                for nproc in args.nproc:
+                    records.append(run_ddpcifar(args.spec, nproc, seed, args.data, args.runs, ddp_extra))
+            if args.part in ("plain", "both"):
+                records.append(run_plain(seed, args.data, plain_extra))
+            write(args.out, {"machine": machine(), "records": records})  # keep what is done
+    table = summarise(records)
+    write(args.out, {"machine": machine(), "records": records, "summary": table})
+    print_table(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
