@@ -34,4 +34,4 @@ for pkg in "${PACKAGES[@]}"; do
         --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
         --no-deps --dest "$DIR" "$pkg"
 done
-echo "wheels in $DIR: $(ls "$DIR"/*.whl | wc -l) files, $(du -sh --apparent-size "$DIR" | cut -f1) in all"
+echo "wheels in $DIR: $(find "$DIR" -maxdepth 1 -name "*.whl" | wc -l) files, $(du -sh --apparent-size "$DIR" | cut -f1) in all"

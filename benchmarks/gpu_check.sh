@@ -11,7 +11,7 @@
 # the check says "FFCV unavailable: skipped FFCV loader checks" and runs the rest.
 # Dry run on CPU (tests/test_gpu_check.py): bash benchmarks/gpu_check.sh OUT --device cpu --tiny
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
     echo "usage: bash benchmarks/gpu_check.sh OUT [--wheels DIR] [--device cuda|cpu] [--tiny] [--budget-s S]" >&2
     exit 2
@@ -42,7 +42,7 @@ if [ -n "$WHEELS" ]; then
     # (PEP 668) refuses plain installs: then again with --break-system-packages; if the resolver
     # still fails (an installed package pins something the folder lacks), every wheel --no-deps.
     WANT=(pydantic textual albumentations pytest pytest-timeout)
-    PIP=($PY -m pip install --quiet --no-index --find-links "$WHEELS")
+    PIP=("$PY" -m pip install --quiet --no-index --find-links "$WHEELS")
     "${PIP[@]}" "${WANT[@]}" \
         || "${PIP[@]}" --break-system-packages "${WANT[@]}" \
         || "${PIP[@]}" --break-system-packages --no-deps "$WHEELS"/*.whl \
