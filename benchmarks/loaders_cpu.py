@@ -69,7 +69,7 @@ def epoch_rate(loader) -> float:
     """Images/s of one full pass; each batch's images are touched so lazy work is counted.
 
     Also records the process's CPU time per image (all threads; DataLoader worker processes
-    are not included), which the other jobs sharing this machine disturb far less than wall time.
+    are not included), which other processes on the machine disturb far less than wall time.
     """
     start, cpu_start, seen = time.perf_counter(), time.process_time(), 0
     for batch in loader:

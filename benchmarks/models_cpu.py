@@ -1,6 +1,6 @@
 """CPU training-step throughput of every model: fp32 vs bf16 autocast, contiguous vs channels_last.
 
-    cd /work/main && .venv/bin/python -m benchmarks.models_cpu [--models era_s9 ...]
+    .venv/bin/python -m benchmarks.models_cpu [--models era_s9 ...]
 
 One timed step is forward + cross-entropy + backward on a random (B, 3, 32, 32) batch in train
 mode (no optimizer step: that cost does not depend on precision or layout). Each configuration
@@ -35,7 +35,7 @@ _CONFIGS = (  # (label, autocast to bf16?, memory format)
 
 
 def _load() -> str:
-    """The 1/5/15-minute load average: on a shared box it says how much the numbers are worth."""
+    """The 1/5/15-minute load average: with other processes running it says how much the numbers are worth."""
     return "/".join(f"{value:.1f}" for value in os.getloadavg())
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Short real-data runs of every model variant through the design card's command
+# Short real-data runs of every model variant through the documented torchrun command
 # (torchrun, 4 ranks), then a table of epochs, test top-1, wall time and images/s.
 #
 #   bash benchmarks/real_runs.sh [RUNS_DIR]        (default runs/real; needs data/cifar10)

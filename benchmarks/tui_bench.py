@@ -91,7 +91,7 @@ async def time_curves_in_app(root: Path, train_lines: int) -> tuple[float, float
 def time_parse(path: Path) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds of this process, train points) to read and parse the file.
 
-    CPU time is reported too because this box is shared: wall time includes waiting for a core.
+    CPU time is reported too because other processes may share the cores: wall time includes waiting for one.
     """
     start, cpu = time.perf_counter(), time.process_time()
     tail = MetricsTail(path)

@@ -407,7 +407,7 @@ def test_prepared_data_reads_back_exactly_with_meta_constants(prepared_data, kin
     assert (images.std(dim=(0, 2, 3)) - 1).abs().max() < 0.05
 
 
-# --- GPU (skipped without CUDA; not run on the CPU-only development machine) ------------------
+# --- GPU (skipped without CUDA; run by benchmarks/gpu_check.sh on a GPU machine) ------------------
 
 
 @pytest.mark.gpu

@@ -22,7 +22,7 @@ BATCH = 4
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
-    # These are tiny CPU workloads on a shared 2-core box; two intra-op threads competing with
+    # These are tiny CPU workloads on a small CPU where other processes may run; two intra-op threads competing with
     # other processes were measured 2-20x slower than one (docs/models.md), so use one.
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """Read and set the number of threads of the OpenBLAS that NumPy uses, without extra packages.
 
-Why: on a shared 2-core box, OpenBLAS threads spin while they wait for each other, so with
+Why: on a busy machine with few cores, OpenBLAS threads spin while they wait for each other, so with
 other processes competing for the cores two BLAS threads can be several times slower than one.
 The trainer and the benchmark therefore make the thread count explicit. Works for the OpenBLAS
 builds that NumPy wheels bundle (symbol names with or without the `scipy_` prefix); anything
