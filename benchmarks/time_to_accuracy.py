@@ -80,7 +80,8 @@ def _timed(cmd: list[str]) -> dict:
     t0 = time.perf_counter()
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
-    return {"command": " ".join(cmd), "wall_s": round(time.perf_counter() - t0, 1),
+    shown = " ".join(os.path.relpath(c, ROOT) if c.startswith(str(ROOT)) else c for c in cmd)
+    return {"command": shown, "wall_s": round(time.perf_counter() - t0, 1),
             "load_before": before, "load_after": load_average(),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
