@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,14 +20,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ddpcifar.data.beton import read_split
-from ddpcifar.data.loaders import build_loader
+from ddpcifar.data.loaders import build_loader, subset_positions
 from ddpcifar.data.meta import load_meta
 from ddpcifar.engine.checkpoint import load_latest, rotate_and_save, save_checkpoint
 from ddpcifar.engine.console import ConsoleProgress, NullProgress
+from ddpcifar.engine.averaging import WeightAverage
 from ddpcifar.engine.device import configure_backends
 from ddpcifar.engine.distributed import (DistEnv, all_gather_objects, all_reduce_sum, as_peer_timeout,
                                          broadcast_object)
-from ddpcifar.engine.averaging import WeightAverage
 from ddpcifar.engine.evaluation import EvalResult, evaluate
 from ddpcifar.engine.optim import ParamRoles, TrainOptimizer
 from ddpcifar.engine.rundir import NullRunDir, RunDir, spread_by_class
@@ -194,8 +195,9 @@ class Trainer:
         assert cfg is not None
         images, _ = read_split(self.spec.data.dir, "train")
         # Evenly spaced, not the first N: a split written class by class would give one class.
-        picked = images[(np.arange(min(cfg.samples, len(images))) * len(images)) // min(cfg.samples, len(images))]
-        first = torch.from_numpy(picked).to(self.env.device).permute(0, 3, 1, 2)
+        picked = subset_positions(len(images), cfg.samples)
+        first = torch.from_numpy(images if picked is None else images[picked])
+        first = first.to(self.env.device).permute(0, 3, 1, 2)
         mean = torch.tensor(self.meta.mean, device=self.env.device).view(1, 3, 1, 1)
         std = torch.tensor(self.meta.std, device=self.env.device).view(1, 3, 1, 1)
         t0 = time.perf_counter()  # airbench times the whitening itself, not reading the data
@@ -358,10 +360,8 @@ class Trainer:
             f"{train_loss:.4f}, {rate or 0:,.0f} img/s)")
         return result
 
-    def _averaged(self):
+    def _averaged(self) -> AbstractContextManager[None]:
         """Context: the EMA weights in the model (evaluation, best.pt); a no-op otherwise."""
-        from contextlib import nullcontext
-
         return self.averaging.applied() if self.averaging is not None else nullcontext()
 
     def _write_samples(self, result: EvalResult) -> None:
