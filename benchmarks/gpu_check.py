@@ -251,7 +251,7 @@ def build_parts(name: str, spec_path: str, data: Path, device, tiny: bool):
     from ddpcifar.data.loaders import build_loader
     from ddpcifar.data.meta import load_meta
     from ddpcifar.engine.device import configure_backends
-    from ddpcifar.engine.trainer import resolve_amp
+    from ddpcifar.engine.wrap import resolve_amp
     from ddpcifar.models import build_model
     from ddpcifar.spec import load_spec
 

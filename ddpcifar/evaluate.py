@@ -25,37 +25,24 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, batch_size: int = 1
 
     `tta` (0, 1, 2) adds top1_tta; None: the level the run's spec evaluated with.
     """
-    import torch
-
     from ddpcifar.data.config import AugmentConfig, DataConfig
     from ddpcifar.data.loaders import build_loader
     from ddpcifar.data.meta import load_meta
     from ddpcifar.engine.checkpoint import load_checkpoint
+    from ddpcifar.engine.device import select_device
     from ddpcifar.engine.evaluation import evaluate
-    from ddpcifar.engine.trainer import configure_batchnorm, resolve_amp
-    from ddpcifar.models import build_model
-    from ddpcifar.spec import BatchNormConfig
+    from ddpcifar.engine.state import load_model
+    from ddpcifar.engine.wrap import resolve_amp
 
     state = load_checkpoint(checkpoint)
     meta = load_meta(data_dir, verify_sha256=True)
     if list(meta.classes) != list(state["classes"]):
         raise UserError(f"{data_dir} has classes {list(meta.classes)}, but checkpoint "
                         f"{checkpoint} was trained on {state['classes']}")
-    dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available())
-                       else "cpu")
-    model = build_model(state["model"], num_classes=state["num_classes"])
-    run_spec = state.get("spec") or {}
-    # BatchNorm eps changes what evaluation computes: use the run's settings.
-    configure_batchnorm(model, BatchNormConfig(**run_spec.get("model", {}).get("batchnorm", {})))
+    dev = select_device(device)
+    model = load_model(state, checkpoint, dev)
     if tta is None:
-        tta = int(run_spec.get("eval", {}).get("tta", 0))
-    try:
-        model.load_state_dict(state["state_dict"])
-    except RuntimeError:
-        raise UserError(f"checkpoint {checkpoint} does not fit model {state['model']!r} "
-                        "(mismatched weights)") from None
-    memory_format = torch.channels_last if state.get("channels_last", True) else torch.contiguous_format
-    model.to(dev, memory_format=memory_format)
+        tta = int((state.get("spec") or {}).get("eval", {}).get("tta", 0))
     norm = state["normalization"]
     test = build_loader(DataConfig(dir=data_dir, loader=loader), AugmentConfig(kind="none"),
                         split="test", batch_size=batch_size, train=False, rank=0, world_size=1,

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from ddpcifar.data.loaders import Normalizer
+from ddpcifar.data.batch import Normalizer
 from ddpcifar.engine.device import configure_backends
-from ddpcifar.engine.trainer import resolve_amp
+from ddpcifar.engine.wrap import resolve_amp
 
 REPO = Path(__file__).resolve().parent.parent
 CUDA = torch.cuda.is_available()

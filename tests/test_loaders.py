@@ -18,10 +18,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from pydantic import ValidationError
 
+from ddpcifar.data.batch import Batch
 from ddpcifar.data.beton import write_split
 from ddpcifar.data.config import AugmentConfig, DataConfig, check_compatible
-from ddpcifar.data.loaders import Batch, build_loader, eval_positions, train_order
+from ddpcifar.data.loaders import build_loader
 from ddpcifar.data.meta import SplitArrays
+from ddpcifar.data.orders import eval_positions, train_order
 from ddpcifar.errors import UserError
 
 N_TRAIN, N_TEST = 203, 101  # odd: neither splits evenly over 2 ranks or into batches

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ddpcifar.data.config import AugmentConfig, DataConfig
-from ddpcifar.data.loaders import build_loader, subset_positions, to_split_index
+from ddpcifar.data.loaders import build_loader
+from ddpcifar.data.orders import subset_positions, to_split_index
 
 
 def test_subset_positions_are_evenly_spaced():

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddpcifar.errors import UserError
-import ddpcifar.models as zoo
+import ddpcifar.models.registry as registry
 from ddpcifar.models import MODEL_NAMES, build_model, model_names, register
 from ddpcifar.models.__main__ import main as models_main
 from ddpcifar.models.airbench import AirBench
@@ -71,7 +71,7 @@ def test_registering_a_taken_name_fails() -> None:
 
 def test_late_registration_is_buildable_but_not_builtin(monkeypatch: pytest.MonkeyPatch) -> None:
     # a private copy of the registry, restored afterwards, so no other test sees "tiny"
-    monkeypatch.setattr(zoo, "_BUILDERS", dict(zoo._BUILDERS))
+    monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))
 
     @register("tiny")
     class Tiny(nn.Module):

@@ -15,7 +15,7 @@ from torch import nn
 
 from ddpcifar.engine.evaluation import evaluate, tta_logits
 from ddpcifar.engine.optim import ConvMuon, ParamRoles, TrainOptimizer
-from ddpcifar.engine.trainer import configure_batchnorm
+from ddpcifar.engine.wrap import configure_batchnorm
 from ddpcifar.errors import UserError
 from ddpcifar.models import build_model
 from ddpcifar.models.whitening import init_whitening, patch_matrix, stem_of, whitening_filters
@@ -130,7 +130,7 @@ def test_tta_is_the_identity_on_flip_and_shift_invariant_images():
 
 
 def test_evaluate_reports_top1_tta_beside_top1():
-    from ddpcifar.data.loaders import Batch
+    from ddpcifar.data.batch import Batch
 
     torch.manual_seed(1)
     model = build_model("airbench").to(memory_format=torch.channels_last)

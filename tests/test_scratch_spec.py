@@ -428,7 +428,7 @@ def test_every_spec_field_is_classified(tmp_path):
 # ---------------------------------------------------------------- honoured: data order, eval, checkpoints
 
 def test_data_order_is_the_torch_engines_for_one_process():
-    from ddpcifar.data.loaders import train_order as torch_engine_order
+    from ddpcifar.data.orders import train_order as torch_engine_order
     from ddpcifar.scratch.trainer import train_order
 
     for epoch in (0, 3):

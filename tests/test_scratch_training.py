@@ -192,7 +192,7 @@ def test_missing_data_dir_is_a_user_error_and_leaves_no_run(tmp_path):
 
 
 def test_data_max_samples_takes_the_torch_engines_subset(prepared_data, tmp_path):
-    """data.max_samples keeps evenly spaced positions of each split (ddpcifar.data.loaders),
+    """data.max_samples keeps evenly spaced positions of each split (ddpcifar.data.orders),
     before the validation split; samples record positions in the test file."""
     from ddpcifar.data.meta import load_meta
     from ddpcifar.engine.numpy_runner import read_splits

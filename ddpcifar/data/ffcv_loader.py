@@ -25,9 +25,9 @@ from ffcv.transforms import (
 from ffcv.traversal_order.base import TraversalOrder
 
 from ddpcifar.data.augment import mean_fill
+from ddpcifar.data.batch import Batch, Normalizer
 from ddpcifar.data.config import AugmentConfig, DataConfig
-from ddpcifar.data.loaders import (Batch, Normalizer, eval_positions, subset_positions, to_split_index,
-                                   train_order)
+from ddpcifar.data.orders import eval_positions, subset_positions, to_split_index, train_order
 from ddpcifar.errors import UserError
 
 

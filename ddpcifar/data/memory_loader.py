@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from ddpcifar.data.augment import PixelTable, albumentations_pipeline, alternating_flips, mean_fill
+from ddpcifar.data.batch import Batch, Normalizer
 from ddpcifar.data.config import AugmentConfig, DataConfig
-from ddpcifar.data.loaders import (Batch, Normalizer, derive_seed, eval_positions, subset_positions,
-                                   to_split_index, train_order)
+from ddpcifar.data.orders import derive_seed, eval_positions, subset_positions, to_split_index, train_order
 
 
 _FLIP_STREAM = 0xF11B  # mixed into the seed of the alternating-flip draw

@@ -22,13 +22,11 @@ import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress,
-                           TextColumn, TimeElapsedColumn, TimeRemainingColumn,
-                           TransferSpeedColumn)
+from rich.progress import Progress
 
 from ddpcifar.atomic import write_json
 from ddpcifar.data import cifar_pickle, image_folder
@@ -37,13 +35,12 @@ from ddpcifar.data.meta import (CIFAR10_CLASSES, IMAGE_SHAPE, META_FILE, META_FO
                                 SplitArrays, array_names, channel_stats, class_counts,
                                 sha256_file, write_arrays)
 from ddpcifar.errors import UserError, cli_main
+from ddpcifar.progress import download_progress, steps_progress, task_starter
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CONNECT_TIMEOUT_S = 10.0  # also the read timeout of each block: a stalled server fails fast
 SOURCE_HINT = ("use --source with a local cifar-10-python.tar.gz, "
                "cifar-10-batches-py/ or train/,test/ image folders")
-
-ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,22 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_progress(console: Console, quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, disable=quiet, transient=False,
-    )
-
-
-def progress_factory(progress: Progress) -> ProgressFactory:
-    """Adapt a rich Progress to the `progress(description, total) -> advance(n)` callbacks."""
-    def start(description: str, total: int) -> Callable[[int], None]:
-        task = progress.add_task(description, total=total)
-        return lambda n: progress.advance(task, n)
-    return start
-
-
 # --- the download ------------------------------------------------------------------------------
 
 def download_archive(url: str, cache_dir: Path, console: Console, quiet: bool) -> Path:
@@ -117,9 +98,7 @@ def download_archive(url: str, cache_dir: Path, console: Console, quiet: bool) -
             except OSError as err:
                 raise UserError(f"cannot write download cache ({err.strerror}): {cache_dir}") from None
             total = int(response.headers.get("Content-Length") or 0) or None
-            with Progress(TextColumn("downloading"), BarColumn(), DownloadColumn(),
-                          TransferSpeedColumn(), TimeRemainingColumn(),
-                          console=console, disable=quiet) as bar:
+            with download_progress(console, disable=quiet) as bar:
                 task = bar.add_task("download", total=total)
                 with fh:
                     for block in iter(lambda: response.read(1 << 20), b""):
@@ -150,7 +129,7 @@ def read_source(args: argparse.Namespace, console: Console, progress: Progress) 
     def warn(message: str) -> None:
         console.print(f"[yellow]warning:[/] {message}", soft_wrap=True, highlight=False)
 
-    track = progress_factory(progress)
+    track = task_starter(progress)
     if args.source is None:
         cache = args.cache_dir or args.out.parent / "downloads"
         archive = download_archive(args.url, cache, console, args.quiet)
@@ -319,7 +298,7 @@ def convert(args: argparse.Namespace, console: Console) -> DataMeta:
     """Read the source, check it, write both betons, the arrays and meta.json, publish to --out."""
     out: Path = args.out
     check_out(out, args.force)
-    with make_progress(console, args.quiet) as progress:
+    with steps_progress(console, disable=args.quiet) as progress:
         if args.synthetic is not None:
             source = synthetic_source(args.synthetic, args.seed)
         else:
@@ -332,7 +311,7 @@ def convert(args: argparse.Namespace, console: Console) -> DataMeta:
                             f"--synthetic may do without them): {out}")
         from ddpcifar.data.beton import beton_path, write_split
 
-        track = progress_factory(progress)
+        track = task_starter(progress)
         mean, std = channel_stats(source.train.images,
                                   track("computing mean/std", len(source.train.images)))
         with staging_dir(out) as staging:

@@ -1,8 +1,16 @@
-"""Process-wide torch backend settings for a run's device, decided in one place."""
+"""A process's device and its process-wide torch backend settings, decided in one place."""
 
 from __future__ import annotations
 
 import torch
+
+
+def select_device(choice: str, index: int | None = None) -> torch.device:
+    """The device for `--device auto|cpu|cuda` (auto: CUDA if available); `index` picks the GPU."""
+    use_cuda = torch.cuda.is_available() if choice == "auto" else choice == "cuda"
+    if not use_cuda:
+        return torch.device("cpu")
+    return torch.device("cuda") if index is None else torch.device("cuda", index)
 
 
 def configure_backends(device: torch.device, deterministic: bool) -> dict[str, bool]:

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 
+from ddpcifar.engine.device import select_device
 from ddpcifar.errors import UserError
 
 
@@ -51,20 +52,17 @@ def read_env(device: str = "auto") -> DistEnv:
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     world_size = _env_int("WORLD_SIZE", 1)
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    if use_cuda:
-        # The local rank picks the GPU; the global rank never does (it exceeds the GPU count
-        # on every node but the first).
-        dev = torch.device("cuda", local_rank)
+    # The local rank picks the GPU; the global rank never does (it exceeds the GPU count on
+    # every node but the first).
+    dev = select_device(device, local_rank)
+    if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    else:
-        dev = torch.device("cpu")
     return DistEnv(
         rank=rank,
         local_rank=local_rank,
         world_size=world_size,
         device=dev,
-        backend="nccl" if use_cuda else "gloo",
+        backend="nccl" if dev.type == "cuda" else "gloo",
         restart_count=_env_int("TORCHELASTIC_RESTART_COUNT", 0),
     )
 

@@ -6,7 +6,6 @@ to even out the ranks; those carry index -1 and are dropped), then one all_reduc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import torch
@@ -14,29 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddpcifar.engine.distributed import all_gather_objects, all_reduce_sum
-
-
-@dataclass
-class EvalResult:
-    loss: float
-    top1: float
-    top3: float
-    top5: float
-    per_class: list[float]
-    confusion: list[list[int]]
-    count: int
-    # (index, true, pred, confidence) of every misclassified sample, sorted by index.
-    misclassified: list[tuple[int, int, int, float]] = field(default_factory=list)
-    top1_tta: float | None = None  # with test-time augmentation, when it was computed
-    tta: int = 0  # its level
-
-    def metrics(self) -> dict[str, Any]:
-        """The keys shared by metrics.jsonl, summary.json and `ddpcifar.evaluate --json`."""
-        out = {"loss": self.loss, "top1": self.top1, "top3": self.top3, "top5": self.top5,
-               "per_class": self.per_class, "confusion": self.confusion, "count": self.count}
-        if self.top1_tta is not None:
-            out.update(top1_tta=self.top1_tta, tta=self.tta)
-        return out
+from ddpcifar.metrics import EvalResult
 
 
 def tta_logits(model: nn.Module, images: torch.Tensor, level: int, plain: torch.Tensor) -> torch.Tensor:

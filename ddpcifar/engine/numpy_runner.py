@@ -10,8 +10,8 @@ import copy
 from typing import Any
 
 from ddpcifar.data.beton import read_split
-from ddpcifar.data.loaders import subset_positions
 from ddpcifar.data.meta import DataMeta, load_meta
+from ddpcifar.data.orders import subset_positions
 from ddpcifar.engine.rundir import RunDir
 from ddpcifar.scratch.augment import Augment
 from ddpcifar.scratch.network import DEFAULT_ARCHITECTURE

@@ -3,6 +3,8 @@
 Everything rank-dependent is decided in `__init__`: rank 0 gets a real run directory,
 TensorBoard writer and progress bar, the other ranks null ones with the same methods. Collectives
 (metric reductions, sample gathering) therefore run on every rank, never inside a rank guard.
+The model is built and wrapped by ddpcifar.engine.wrap; what a checkpoint holds, and how a
+resume checks and restores it, is ddpcifar.engine.state.
 """
 
 from __future__ import annotations
@@ -10,98 +12,32 @@ from __future__ import annotations
 import math
 import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from ddpcifar.data.beton import read_split
-from ddpcifar.data.loaders import build_loader, subset_positions
+from ddpcifar.data.loaders import build_loader
 from ddpcifar.data.meta import load_meta
-from ddpcifar.engine.checkpoint import load_latest, rotate_and_save, save_checkpoint
-from ddpcifar.engine.console import ConsoleProgress, NullProgress
+from ddpcifar.data.orders import subset_positions
 from ddpcifar.engine.averaging import WeightAverage
+from ddpcifar.engine.checkpoint import rotate_and_save, save_checkpoint
 from ddpcifar.engine.device import configure_backends
-from ddpcifar.engine.distributed import (DistEnv, all_gather_objects, all_reduce_sum, as_peer_timeout,
-                                         broadcast_object)
-from ddpcifar.engine.evaluation import EvalResult, evaluate
+from ddpcifar.engine.distributed import DistEnv, all_reduce_sum, as_peer_timeout
+from ddpcifar.engine.evaluation import evaluate
 from ddpcifar.engine.optim import ParamRoles, TrainOptimizer
 from ddpcifar.engine.rundir import NullRunDir, RunDir, spread_by_class
+from ddpcifar.engine.state import gather_state, load_resume_state, restore_state
 from ddpcifar.engine.tensorboard import NullTensorBoard, TensorBoardSink
-from ddpcifar.models import build_model
+from ddpcifar.engine.wrap import build_on_device, resolve_amp, wrap_model
+from ddpcifar.metrics import EvalResult, RunningSums
 from ddpcifar.models.inspect import count_parameters
 from ddpcifar.models.whitening import init_whitening
-from ddpcifar.spec import BatchNormConfig, RunSpec
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: `amp` as named, or for 'auto' bf16 on CPU and on CUDA GPUs with bf16
-    (Ampere and later), fp16 on older GPUs; None for 'off'.
-
-    bf16 has fp32's exponent range, so it needs no GradScaler, whose inf check is a host-device
-    sync every step; fp16 (and its scaler) only where the GPU lacks bf16.
-    """
-    if amp == "off":
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        return torch.float16
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
-        return torch.float16
-    return torch.bfloat16
-
-
-def configure_batchnorm(model: nn.Module, cfg: BatchNormConfig) -> None:
-    """Apply the spec's BatchNorm overrides to every BatchNorm layer (before DDP wraps the model)."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            if cfg.momentum is not None:
-                m.momentum = cfg.momentum
-            if cfg.eps is not None:
-                m.eps = cfg.eps
-            if not cfg.train_scale and m.weight is not None:
-                with torch.no_grad():
-                    m.weight.fill_(1.0)
-                m.weight.requires_grad_(False)
-
-
-def wrap_model(model: nn.Module, env: DistEnv, *, compile: bool) -> nn.Module:
-    """Apply DDP and torch.compile around a pure model; checkpoints keep using `model`."""
-    net: nn.Module = model
-    if env.distributed:
-        net = DistributedDataParallel(
-            net, device_ids=[env.device.index] if env.device.type == "cuda" else None)
-    if compile:
-        net = torch.compile(net)
-    return net
-
-
-@dataclass
-class _Window:
-    """Running training sums between two log lines, kept on the device to avoid syncs."""
-
-    loss: torch.Tensor
-    correct: torch.Tensor
-    count: torch.Tensor
-
-    @classmethod
-    def zeros(cls, device: torch.device) -> "_Window":
-        z = lambda: torch.zeros((), dtype=torch.float64, device=device)  # noqa: E731
-        return cls(z(), z(), z())
-
-    @classmethod
-    def of(cls, sums: list[float], device: torch.device) -> "_Window":
-        """Rebuilt from `tolist()` (float64 survives the round trip exactly)."""
-        loss, correct, count = (torch.tensor(v, dtype=torch.float64, device=device) for v in sums)
-        return cls(loss, correct, count)
-
-    def tolist(self) -> list[float]:
-        return [float(self.loss), float(self.correct), float(self.count)]
+from ddpcifar.progress import NullProgress, TrainingProgress
+from ddpcifar.spec import RunSpec
 
 
 class Trainer:
@@ -113,10 +49,9 @@ class Trainer:
         # The same seed on every rank gives identical initial weights (DDP broadcasts rank 0's
         # anyway); data order and augmentation use their own generators, not this one.
         torch.manual_seed(spec.train.seed)
-        self.model = build_model(spec.model.name, num_classes=len(self.classes))
-        configure_batchnorm(self.model, spec.model.batchnorm)
-        memory_format = torch.channels_last if spec.model.channels_last else torch.contiguous_format
-        self.model.to(env.device, memory_format=memory_format)
+        self.model = build_on_device(spec.model.name, num_classes=len(self.classes),
+                                     batchnorm=spec.model.batchnorm, device=env.device,
+                                     channels_last=spec.model.channels_last)
         self.timing = {"whitening_s": 0.0, "train_s": 0.0, "final_eval_s": 0.0}
         roles = ParamRoles()
         if spec.model.whitening is not None:
@@ -157,7 +92,9 @@ class Trainer:
 
         # Read and check the checkpoint before the run directory is touched: a resume that
         # cannot work must leave the run exactly as it was.
-        resume_from = self._load_resume_state() if resume else None
+        resume_from = (load_resume_state(spec, env, self.model,
+                                         steps_per_epoch=self.steps_per_epoch)
+                       if resume else None)
         run_args = dict(name=spec.logging.run_name, model=spec.model.name, engine="torch",
                         epochs=self.num_epochs, world_size=env.world_size, classes=self.classes)
         self.run = (RunDir(spec.run_dir, resume=resume, **run_args) if env.is_main
@@ -165,7 +102,7 @@ class Trainer:
         purge = resume_from[0]["step"] + 1 if resume_from is not None else None
         self.tb = (TensorBoardSink(spec.run_dir / "tb", purge_step=purge)
                    if env.is_main and spec.logging.tensorboard else NullTensorBoard())
-        self.console = (ConsoleProgress(epochs=self.num_epochs, steps_per_epoch=self.steps_per_epoch)
+        self.console = (TrainingProgress(epochs=self.num_epochs, steps_per_epoch=self.steps_per_epoch)
                         if env.is_main and spec.logging.progress else NullProgress())
 
         self.epoch = 0  # epochs completed
@@ -258,9 +195,9 @@ class Trainer:
         done = self.step - epoch * self.steps_per_epoch  # > 0 only resuming inside this epoch
         steps = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
         self.console.start_epoch(epoch + 1, steps, done)
-        window, total = _Window.zeros(self.env.device), _Window.zeros(self.env.device)
+        window, total = self._sums(), self._sums()
         if done and self._partial is not None:
-            window, total = (_Window.of(sums, self.env.device) for sums in self._partial)
+            window, total = (self._sums(sums) for sums in self._partial)
         self._partial = None
         every = spec.checkpoint.every_steps
         epoch_checkpoint = ((epoch + 1) % spec.checkpoint.every_epochs == 0
@@ -274,35 +211,41 @@ class Trainer:
                 # seeded order and augmentation stream up to here, so the rest is identical.
                 continue
             loss, correct = self._step(batch.images, batch.labels)
-            for acc in (window, total):
-                acc.loss += loss.detach().double() * batch.labels.numel()
-                acc.correct += correct
-                acc.count += batch.labels.numel()
+            for sums in (window, total):
+                sums.add(loss.detach().double(), correct, batch.labels.numel())
             last_in_epoch = i + 1 == steps
             if (self.step % spec.train.log_every == 0) or last_in_epoch:
                 # A reduction across ranks and a CPU-GPU sync point: only every log_every steps.
-                sums = all_reduce_sum(torch.stack([window.loss, window.correct, window.count]))
+                reduced = _all_ranks(window)
                 now = time.perf_counter()
-                n = float(sums[2])
-                values = {"loss": float(sums[0]) / n, "top1": float(sums[1]) / n,
+                values = {"loss": reduced.mean_loss(), "top1": reduced.top1(),
                           "lr": self.optimizer.lr,
-                          "images_per_s": n / max(now - t_window, 1e-9)}
+                          "images_per_s": reduced.per_second(now - t_window)}
                 self.run.log("train", epoch=round(epoch + (i + 1) / self.steps_per_epoch, 4),
                              step=self.step, values=values)
                 self.tb.scalars("train", values, self.step)
                 self.console.advance(0, loss=values["loss"], acc=values["top1"],
                                      ips=values["images_per_s"])
-                window, t_window = _Window.zeros(self.env.device), now
+                window, t_window = self._sums(), now
             if every and self.step % every == 0 and not (last_in_epoch and epoch_checkpoint):
                 state = self._gather_state(partial=(window, total))  # collective
                 if self.run.is_writer:
                     rotate_and_save(self.run.path / "checkpoints", "last", state)
             self.console.advance(1)
         elapsed = time.perf_counter() - t0
-        sums = all_reduce_sum(torch.stack([total.loss, total.correct, total.count]))
-        self.epoch_rates.append(float(sums[2]) / max(elapsed, 1e-9))
+        reduced = _all_ranks(total)
+        self.epoch_rates.append(reduced.per_second(elapsed))
         self.console.message(f"epoch {epoch + 1}: {self.epoch_rates[-1]:,.0f} img/s, {elapsed:.1f} s")
-        return float(sums[0] / sums[2]), float(sums[1] / sums[2])
+        return reduced.mean_loss(), reduced.top1()
+
+    def _sums(self, values: Sequence[float] | None = None) -> RunningSums[torch.Tensor]:
+        """Running sums as 0-d float64 tensors on the device (adding to them never syncs): zeros,
+        or `values` from a mid-epoch checkpoint (float64 survives `tolist()` exactly)."""
+        device = self.env.device
+        if values is None:  # a fill kernel, not a host-to-device copy (which syncs on CUDA)
+            return RunningSums.of(torch.zeros((), dtype=torch.float64, device=device)
+                                  for _ in range(3))
+        return RunningSums.of(torch.tensor(v, dtype=torch.float64, device=device) for v in values)
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         spec = self.spec.train
@@ -380,81 +323,26 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
 
-    def _gather_state(self, partial: tuple[_Window, _Window] | None = None) -> dict[str, Any]:
-        """The full training state; every rank contributes its RNG state (a collective).
+    def _gather_state(self, partial: tuple[RunningSums, ...] | None = None) -> dict[str, Any]:
+        """The full training state; a collective: every rank takes part.
 
         `partial`: this rank's running sums, for a checkpoint taken inside an epoch.
         """
-        rng = all_gather_objects(_rng_state(self.env.device))
-        sums = all_gather_objects([w.tolist() for w in partial]) if partial else None
-        return {
-            "model": self.spec.model.name,
-            "num_classes": len(self.classes),
-            "classes": self.classes,
-            "normalization": {"mean": list(self.meta.mean), "std": list(self.meta.std)},
-            "amp": self.spec.train.amp,
-            "channels_last": self.spec.model.channels_last,
-            "spec": self.spec.resolved(),
-            "world_size": self.env.world_size,
-            "epoch": self.epoch,
-            "step": self.step,
-            "state_dict": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "averaging": self.averaging.state_dict() if self.averaging is not None else None,
-            "timing": dict(self.timing),
-            "scaler": self.scaler.state_dict(),
-            "best": self.best,
-            "epoch_rates": self.epoch_rates,
-            "rng": rng,
-            "partial": sums,
-            "metrics_bytes": self.run.metrics_bytes() if self.run.is_writer else 0,
-        }
-
-    def _load_resume_state(self) -> tuple[dict[str, Any], str]:
-        """Rank 0's latest checkpoint on every rank, checked against this launch and model."""
-        from ddpcifar.errors import UserError
-
-        state, path, error = None, "", None
-        if self.env.is_main:
-            try:
-                state, found = load_latest(self.spec.run_dir / "checkpoints")
-                path = str(found)
-            except UserError as err:
-                error = str(err)
-        # Rank 0's failure is every rank's: the others would otherwise wait in this broadcast
-        # until the process-group timeout.
-        state, path, error = broadcast_object((state, path, error))
-        if error:
-            raise UserError(error)
-        if state["model"] != self.spec.model.name:
-            raise UserError(f"cannot resume: checkpoint is model {state['model']!r}, spec says "
-                            f"{self.spec.model.name!r}")
-        if state["world_size"] != self.env.world_size:
-            raise UserError(f"cannot resume: checkpoint was written with world size "
-                            f"{state['world_size']}, this launch has {self.env.world_size}")
-        if not 0 <= state["step"] - state["epoch"] * self.steps_per_epoch <= self.steps_per_epoch:
-            raise UserError(f"cannot resume: checkpoint is at step {state['step']} after "
-                            f"{state['epoch']} epochs, which does not fit {self.steps_per_epoch} "
-                            "steps per epoch (train.global_batch_size or data.max_samples changed?)")
-        try:
-            self.model.load_state_dict(state["state_dict"])
-        except RuntimeError:
-            raise UserError(f"cannot resume: {path} does not fit model {self.spec.model.name!r} "
-                            "(mismatched weights)") from None
-        return state, path
+        return gather_state(
+            self.spec, self.env, self.meta, model=self.model, optimizer=self.optimizer,
+            averaging=self.averaging, scaler=self.scaler, partial=partial,
+            epoch=self.epoch, step=self.step, timing=dict(self.timing), best=self.best,
+            epoch_rates=self.epoch_rates,
+            metrics_bytes=self.run.metrics_bytes() if self.run.is_writer else 0)
 
     def _resume(self, state: dict[str, Any], path: str) -> None:
         """Restore everything else that determines the trajectory (weights are already in)."""
         self.console.message(f"resuming from {path} (epoch {state['epoch']}, step {state['step']})")
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.averaging is not None:
-            self.averaging.load_state_dict(state["averaging"])
+        self._partial = restore_state(state, self.env, optimizer=self.optimizer,
+                                      averaging=self.averaging, scaler=self.scaler)
         self.timing.update(state.get("timing") or {})
-        self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
         self.epoch_rates = list(state["epoch_rates"])
-        self._partial = state["partial"][self.env.rank] if state.get("partial") else None
-        _set_rng_state(state["rng"][self.env.rank], self.env.device)
         self.run.truncate_metrics(state["metrics_bytes"])
         self.run.write_status(epoch=self.epoch, state="running", error=None)
 
@@ -486,15 +374,7 @@ class Trainer:
                 "world_size": self.env.world_size, "seed": s.train.seed}
 
 
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
+def _all_ranks(sums: RunningSums[torch.Tensor]) -> RunningSums[float]:
+    """`sums` added up over all ranks, as floats (a collective and a host-device sync)."""
+    stacked = torch.stack([sums.loss, sums.correct, sums.count])
+    return RunningSums.of(all_reduce_sum(stacked).tolist())

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ddpcifar.models import register
+from ddpcifar.models.registry import register
 
 _WIDTHS = (64, 256, 256)
 _STEM_KERNEL = 2

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ddpcifar.models import register
+from ddpcifar.models.registry import register
 
 # Channel widths per block: chosen so the whole net stays under 200k parameters.
 _C1, _C2, _C3, _C4 = 32, 64, 64, 128

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ddpcifar.models import register
+from ddpcifar.models.registry import register
 
 _CONV_CHANNELS = (8, 32, 64, 128, 256)
 _FC_FEATURES = (256, 128, 64)

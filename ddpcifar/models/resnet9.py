@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ddpcifar.models import register
+from ddpcifar.models.registry import register
 
 _OUTPUT_SCALE = 0.125
 

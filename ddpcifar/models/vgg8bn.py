@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ddpcifar.models import register
+from ddpcifar.models.registry import register
 
 _STAGES = (64, 128, 256, 512)
 _CONV_DROPOUT = 0.1  # light, after each pool: BatchNorm already regularises the convs

@@ -3,10 +3,10 @@
 `train_scratch(settings, splits, rundir)` is what `python -m ddpcifar.train` runs for model
 'scratch_cnn', through ddpcifar.engine.numpy_runner, which reads the prepared betons into NumPy
 arrays and copies the validated run spec into `ScratchSettings`. This module reads no files and
-imports nothing but NumPy and the torch-free ddpcifar.schedule: it holds out a seeded
-validation part of the train split, trains with the spec's optimizer, schedule, loss and
-augmentation, evaluates test (and validation) accuracy, and writes through `rundir`
-(docs/run_directory.md).
+imports nothing but NumPy and the torch-free ddpcifar.schedule, ddpcifar.metrics and
+ddpcifar.progress (shared with the torch engine): it holds out a seeded validation part of the
+train split, trains with the spec's optimizer, schedule, loss and augmentation, evaluates test
+(and validation) accuracy, and writes through `rundir` (docs/run_directory.md).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 
 from ddpcifar.errors import UserError
+from ddpcifar.metrics import EvalResult, RunningSums
+from ddpcifar.progress import NullProgress, TrainingProgress
 from ddpcifar.schedule import lr_factor
 from ddpcifar.scratch.augment import Normalizer, augment, mean_fill
 from ddpcifar.scratch.blas import set_blas_threads
@@ -114,29 +116,10 @@ def train_order(n: int, seed: int, epoch: int, batch_size: int) -> np.ndarray:
     return perm[:(n // batch_size) * batch_size]
 
 
-@dataclass
-class Evaluation:
-    """Metrics of one pass over a labelled set, plus what the misclassified samples need."""
-
-    loss: float
-    top1: float
-    top3: float
-    top5: float
-    per_class: list[float]
-    confusion: list[list[int]]
-    count: int
-    pred: np.ndarray
-    confidence: np.ndarray
-
-    def metrics(self) -> dict[str, Any]:
-        """The keys of an `eval` line / summary `final` (docs/run_directory.md)."""
-        return {"loss": self.loss, "top1": self.top1, "top3": self.top3, "top5": self.top5,
-                "per_class": self.per_class, "confusion": self.confusion, "count": self.count}
-
-
 def evaluate(net: Sequential, images: np.ndarray, labels: np.ndarray, normalize: Normalizer,
-             num_classes: int, batch_size: int) -> Evaluation:
-    """Loss, top-k accuracy, per-class accuracy and confusion matrix over a whole set."""
+             num_classes: int, batch_size: int) -> EvalResult:
+    """Loss, top-k accuracy, per-class accuracy, confusion matrix and misclassified samples
+    (indexed by position in `images`) over a whole set."""
     total_loss = 0.0
     hits = {1: 0, 3: 0, 5: 0}
     preds, confs = [], []
@@ -151,27 +134,17 @@ def evaluate(net: Sequential, images: np.ndarray, labels: np.ndarray, normalize:
         preds.append(logp.argmax(axis=1))
         confs.append(np.exp(logp.max(axis=1)))
     pred = np.concatenate(preds)
+    confidence = np.concatenate(confs)
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (labels, pred), 1)
     per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
     n = len(labels)
-    return Evaluation(
+    wrong = np.flatnonzero(pred != labels)
+    return EvalResult(
         loss=total_loss / n, top1=hits[1] / n, top3=hits[3] / n, top5=hits[5] / n,
         per_class=[float(v) for v in per_class], confusion=confusion.tolist(), count=n,
-        pred=pred, confidence=np.concatenate(confs).astype(np.float32))
-
-
-def _progress(enabled: bool):  # -> rich.progress.Progress | None
-    if not enabled:
-        return None
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[acc]:.3f}  "
-                   "{task.fields[ips]:.0f} img/s"),
-        TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+        misclassified=list(zip(wrong.tolist(), labels[wrong].tolist(), pred[wrong].tolist(),
+                               confidence[wrong].tolist())))
 
 
 def train_scratch(settings: ScratchSettings, splits: Splits, rundir: RunWriter, *,
@@ -200,40 +173,16 @@ def _fit(settings: ScratchSettings, data: ScratchData, rundir: RunWriter, progre
     if settings.blas_threads is not None:
         set_blas_threads(settings.blas_threads)
     run = ScratchRun(settings, data, rundir)
-    bar = _progress(progress)
-    if bar is not None:
-        bar.start()
+    bar = (TrainingProgress(epochs=settings.epochs, steps_per_epoch=run.steps_per_epoch)
+           if progress else NullProgress())
     try:
         for epoch in range(1, settings.epochs + 1):
             train_loss, train_top1 = run.train_epoch(epoch, bar)
             if epoch % settings.eval_every == 0 or epoch == settings.epochs:
                 run.evaluate_epoch(epoch, train_loss, train_top1, bar)
     finally:
-        if bar is not None:
-            bar.stop()
+        bar.close()
     return run.finish()
-
-
-class _Running:
-    """Sums of loss, correct predictions and images over a window of steps."""
-
-    def __init__(self) -> None:
-        self.loss = self.correct = self.seen = 0.0
-        self.t0 = time.perf_counter()
-
-    def add(self, loss: float, correct: float, n: int) -> None:
-        self.loss += loss * n
-        self.correct += correct
-        self.seen += n
-
-    def mean_loss(self) -> float:
-        return self.loss / max(self.seen, 1)
-
-    def top1(self) -> float:
-        return self.correct / max(self.seen, 1)
-
-    def images_per_s(self) -> float:
-        return self.seen / max(time.perf_counter() - self.t0, 1e-9)
 
 
 class ScratchRun:
@@ -267,7 +216,7 @@ class ScratchRun:
         self.images_per_s = 0.0  # of the latest epoch
         self.best: dict[str, Any] | None = None  # the evaluation with the lowest test loss
         self.best_top1 = 0.0
-        self.last: Evaluation | None = None
+        self.last: EvalResult | None = None
         self.val_top1: float | None = None
         self.t_start, self.cpu_start = time.perf_counter(), time.process_time()
 
@@ -292,36 +241,36 @@ class ScratchRun:
         self.step += 1
         return loss, float((logits.argmax(axis=1) == y).sum())
 
-    def train_epoch(self, epoch: int, bar: Any) -> tuple[float, float]:
+    def train_epoch(self, epoch: int, bar: TrainingProgress | NullProgress) -> tuple[float, float]:
         """One pass over the shuffled training part; logs `train` lines; (loss, top1)."""
         settings, data = self.settings, self.data
-        task = (bar.add_task(f"epoch {epoch}/{settings.epochs}", total=self.steps_per_epoch,
-                             loss=float("nan"), acc=0.0, ips=0.0) if bar is not None else None)
-        whole, window = _Running(), _Running()
+        bar.start_epoch(epoch, self.steps_per_epoch)
+        whole, window = RunningSums(0.0, 0.0, 0.0), RunningSums(0.0, 0.0, 0.0)
+        t0 = t_window = time.perf_counter()
         order = train_order(len(data.train_y), settings.seed, epoch - 1, settings.batch_size)
         for i, idx in enumerate(batches(order, settings.batch_size)):
             x = data.train_x[idx]
             if settings.augment.active:
                 x = augment(x, settings.augment, self.aug_rng, self.fill)
             loss, correct = self.train_step(x, data.train_y[idx])
-            whole.add(loss, correct, len(idx))
-            window.add(loss, correct, len(idx))
+            for sums in (whole, window):
+                sums.add(loss, correct, len(idx))
             if self.step % settings.log_every == 0 or i + 1 == self.steps_per_epoch:
+                now = time.perf_counter()
                 values = {"loss": window.mean_loss(), "top1": window.top1(), "lr": self.opt.lr,
-                          "images_per_s": window.images_per_s()}
+                          "images_per_s": window.per_second(now - t_window)}
                 self.rundir.log("train", epoch=round(epoch - 1 + (i + 1) / self.steps_per_epoch,
                                                      4), step=self.step, values=values)
-                if task is not None:
-                    bar.update(task, loss=values["loss"], acc=values["top1"],
-                               ips=values["images_per_s"])
-                window = _Running()
-            if task is not None:
-                bar.advance(task)
-        self.train_time += time.perf_counter() - whole.t0
-        self.images_per_s = whole.images_per_s()
+                bar.advance(0, loss=values["loss"], acc=values["top1"], ips=values["images_per_s"])
+                window, t_window = RunningSums(0.0, 0.0, 0.0), now
+            bar.advance(1)
+        elapsed = time.perf_counter() - t0
+        self.train_time += elapsed
+        self.images_per_s = whole.per_second(elapsed)
         return whole.mean_loss(), whole.top1()
 
-    def evaluate_epoch(self, epoch: int, train_loss: float, train_top1: float, bar: Any) -> None:
+    def evaluate_epoch(self, epoch: int, train_loss: float, train_top1: float,
+                       bar: TrainingProgress | NullProgress) -> None:
         """Validation and test accuracy; `eval` line, samples, best checkpoint, status."""
         settings, data = self.settings, self.data
         last = evaluate(self.net, data.test_x, data.test_y, self.normalize, data.num_classes,
@@ -342,10 +291,9 @@ class ScratchRun:
         self.last = last
         self.rundir.write_status(epoch=epoch, best_top1=self.best_top1, last_top1=last.top1,
                                  images_per_s=self.images_per_s)
-        if bar is not None:
-            val = "-" if self.val_top1 is None else f"{self.val_top1:.4f}"
-            bar.console.print(f"epoch {epoch}: test top1 {last.top1:.4f}  loss {last.loss:.4f}"
-                              f"  val top1 {val}")
+        val = "-" if self.val_top1 is None else f"{self.val_top1:.4f}"
+        bar.message(f"epoch {epoch}: test top1 {last.top1:.4f}  loss {last.loss:.4f}"
+                    f"  val top1 {val}")
 
     def finish(self) -> dict:
         """Save the final weights and write summary.json; returns the summary."""
@@ -367,13 +315,16 @@ class ScratchRun:
         return summary
 
 
-def _write_misclassified(rundir: RunWriter, epoch: int, data: ScratchData, ev: Evaluation,
+def _write_misclassified(rundir: RunWriter, epoch: int, data: ScratchData, ev: EvalResult,
                          max_samples: int) -> None:
     """Save up to `max_samples` misclassified test images, spread over the true classes."""
     from ddpcifar.engine.rundir import spread_by_class  # torch-free, like this package
 
-    wrong = np.flatnonzero(ev.pred != data.test_y)
-    wrong = wrong[spread_by_class(data.test_y[wrong], max_samples)]
-    rundir.write_samples(epoch, images=np.ascontiguousarray(data.test_x[wrong]),
-                         true=data.test_y[wrong], pred=ev.pred[wrong],
-                         confidence=ev.confidence[wrong], index=data.test_index[wrong])
+    rows = [ev.misclassified[i]
+            for i in spread_by_class([r[1] for r in ev.misclassified], max_samples)]
+    position = np.array([r[0] for r in rows], dtype=np.int64)
+    rundir.write_samples(epoch, images=np.ascontiguousarray(data.test_x[position]),
+                         true=data.test_y[position],
+                         pred=np.array([r[2] for r in rows], dtype=np.int64),
+                         confidence=np.array([r[3] for r in rows], dtype=np.float32),
+                         index=data.test_index[position])
