@@ -83,9 +83,16 @@ def process_group(env: DistEnv, timeout_s: float = 600.0) -> Iterator[None]:
     dist.init_process_group(**kwargs)
     try:
         yield
-    finally:
-        if dist.is_initialized():
+    except BaseException:
+        if dist.is_initialized():  # no barrier: the other ranks may be dead or stuck
             dist.destroy_process_group()
+        raise
+    # Leave together: a rank that tore its group down while a peer was still working exited
+    # with SIGABRT ("terminate called without an active exception") in the launch tests.
+    try:
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 class PeerTimeoutError(UserError):
