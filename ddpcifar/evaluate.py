@@ -1,10 +1,12 @@
 """Evaluate a checkpoint on a prepared dataset.
 
     python -m ddpcifar.evaluate runs/era_s9/checkpoints/best.pt --data data/cifar10 [--json]
+    python -m ddpcifar.evaluate runs/scratch_cnn/checkpoints/scratch_best.npz --data data/cifar10
 
 The checkpoint carries the model name, class names and input normalisation, so nothing else is
-needed. The JSON keys (`top1`, `top3`, `top5`, `loss`, `per_class`, `confusion`) are the ones
-`summary.json` uses.
+needed. A NumPy engine checkpoint (`.npz`) is evaluated by that engine's own evaluation, on the
+CPU, with the normalisation and eval.batch_size it saved (class names: the data's). The JSON keys
+(`top1`, `top3`, `top5`, `loss`, `per_class`, `confusion`) are the ones `summary.json` uses.
 """
 
 from __future__ import annotations
@@ -12,19 +14,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ddpcifar.errors import UserError, cli_main
 
+if TYPE_CHECKING:
+    from ddpcifar.scratch.network import Sequential
 
-def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, batch_size: int = 1000,
+SCRATCH_MODEL = "scratch_cnn"  # ddpcifar.spec.SCRATCH_MODEL, without importing the torch models
+DEFAULT_BATCH_SIZE = 1000
+
+
+def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, batch_size: int | None = None,
                         loader: str = "memory", device: str = "auto",
                         amp: str | None = None, tta: int | None = None) -> dict[str, Any]:
     """Metrics of `checkpoint` on `data_dir`'s test split, in one process.
 
-    `tta` (0, 1, 2) adds top1_tta; None: the level the run's spec evaluated with.
+    `tta` (0, 1, 2) adds top1_tta; None: the level the run's spec evaluated with. `batch_size`
+    None: 1000 (a NumPy engine checkpoint: the eval.batch_size it was trained with).
     """
+    if is_scratch_checkpoint(checkpoint):
+        refuse_torch_options(checkpoint, loader=loader, device=device, amp=amp, tta=tta)
+        return evaluate_scratch_checkpoint(checkpoint, data_dir, batch_size=batch_size)
     from ddpcifar.data.config import AugmentConfig, DataConfig
     from ddpcifar.data.loaders import build_loader
     from ddpcifar.data.meta import load_meta
@@ -45,8 +58,9 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, batch_size: int = 1
         tta = int((state.get("spec") or {}).get("eval", {}).get("tta", 0))
     norm = state["normalization"]
     test = build_loader(DataConfig(dir=data_dir, loader=loader), AugmentConfig(kind="none"),
-                        split="test", batch_size=batch_size, train=False, rank=0, world_size=1,
-                        seed=0, device=dev, mean=norm["mean"], std=norm["std"])
+                        split="test", batch_size=batch_size or DEFAULT_BATCH_SIZE, train=False,
+                        rank=0, world_size=1, seed=0, device=dev, mean=norm["mean"],
+                        std=norm["std"])
     result = evaluate(model, test, num_classes=state["num_classes"],
                       amp_dtype=resolve_amp(amp or state["amp"], dev), device=dev, tta=tta)
     out = result.metrics()
@@ -55,12 +69,91 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, batch_size: int = 1
     return out
 
 
+def is_scratch_checkpoint(path: Path) -> bool:
+    """A NumPy engine checkpoint: named .npz, or a zip archive holding 'architecture.npy' (a
+    torch .pt is a zip archive too, without that member)."""
+    if path.suffix.lower() == ".npz":
+        return True
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "architecture.npy" in archive.namelist()
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile):
+        return False  # missing or not a zip: the torch path says why
+
+
+def refuse_torch_options(checkpoint: Path, *, loader: str, device: str, amp: str | None,
+                         tta: int | None) -> None:
+    """UserError for an option only the torch engine honours, given a NumPy engine checkpoint."""
+    refused = [
+        (amp is not None, f"--amp {amp}", "it computes in its training dtype, without autocast"),
+        (bool(tta), f"--tta {tta}", "it has no test-time augmentation (use --tta 0)"),
+        (device == "cuda", "--device cuda", "it runs on the CPU"),
+        (loader == "ffcv", "--loader ffcv", "it reads the test split into memory"),
+    ]
+    for bad, option, why in refused:
+        if bad:
+            raise UserError(f"{option} does not apply to the NumPy engine checkpoint "
+                            f"{checkpoint}: {why}")
+
+
+def evaluate_scratch_checkpoint(checkpoint: Path, data_dir: Path, *,
+                                batch_size: int | None = None) -> dict[str, Any]:
+    """Metrics of a NumPy engine `.npz` on `data_dir`'s test split, computed by the NumPy
+    trainer's own `evaluate` with the checkpoint's dtype, normalisation and eval.batch_size,
+    so `scratch_best.npz` reproduces `summary.json`'s `best`."""
+    from ddpcifar.data.beton import read_split
+    from ddpcifar.data.meta import load_meta
+    from ddpcifar.scratch.augment import Normalizer
+    from ddpcifar.scratch.trainer import evaluate as evaluate_numpy
+
+    net, saved = _load_scratch(checkpoint)
+    meta = load_meta(data_dir, verify_sha256=True)
+    if net.num_outputs != len(meta.classes):
+        raise UserError(f"{data_dir} has {len(meta.classes)} classes, but checkpoint "
+                        f"{checkpoint} has {net.num_outputs} outputs")
+    images, labels = read_split(data_dir, "test")
+    if tuple(images.shape[1:]) != tuple(net.input_shape):
+        raise UserError(f"{data_dir} has images of shape {tuple(images.shape[1:])}, but "
+                        f"checkpoint {checkpoint} takes {tuple(net.input_shape)}")
+    # A file saved before the normalisation was: the data's own, which the run used if it
+    # trained on this directory.
+    normalize = Normalizer(saved.get("mean", tuple(meta.mean)), saved.get("std", tuple(meta.std)),
+                           net.dtype)
+    result = evaluate_numpy(net, images, labels, normalize, len(meta.classes),
+                            batch_size or saved.get("eval_batch_size", DEFAULT_BATCH_SIZE))
+    out = result.metrics()
+    out.update(model=SCRATCH_MODEL, epoch=saved.get("epoch"), classes=list(meta.classes),
+               checkpoint=str(checkpoint), data=str(data_dir))
+    return out
+
+
+def _load_scratch(checkpoint: Path) -> tuple[Sequential, dict[str, Any]]:
+    """The network and its checked metadata, or a one-line UserError saying why not."""
+    from ddpcifar.scratch.network import Sequential, read_meta
+
+    if not checkpoint.is_file():
+        raise UserError(f"checkpoint not found: {checkpoint}")
+    if not zipfile.is_zipfile(checkpoint):
+        raise UserError(f"cannot load checkpoint {checkpoint}: not an .npz (zip) archive")
+    try:
+        net, saved = Sequential.load(checkpoint), read_meta(checkpoint)
+        checked: dict[str, Any] = {k: tuple(float(v) for v in saved[k])
+                                   for k in ("mean", "std") if k in saved}
+        checked.update({k: int(saved[k]) for k in ("epoch", "eval_batch_size") if k in saved})
+    except Exception as err:  # zipfile, NumPy, JSON and UserError for damaged or foreign files
+        lines = str(err).strip().splitlines()
+        reason = lines[0][:160] if lines else type(err).__name__
+        raise UserError(f"cannot load checkpoint {checkpoint}: {reason}") from None
+    return net, checked
+
+
 def _print_table(m: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    console.print(f"[bold]{m['model']}[/] epoch {m['epoch']} on {m['data']} ({m['count']} images): "
+    epoch = "?" if m["epoch"] is None else m["epoch"]
+    console.print(f"[bold]{m['model']}[/] epoch {epoch} on {m['data']} ({m['count']} images): "
                   f"loss {m['loss']:.4f}  top1 {m['top1']:.2%}  top3 {m['top3']:.2%}  "
                   f"top5 {m['top5']:.2%}"
                   + (f"  top1 TTA{m['tta']} {m['top1_tta']:.2%}" if "top1_tta" in m else ""))
@@ -78,20 +171,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ddpcifar.evaluate",
                                      description="Evaluate a ddpcifar checkpoint on a prepared "
                                                  "dataset's test split.")
-    parser.add_argument("checkpoint", type=Path, help="a .pt written by ddpcifar.train")
+    parser.add_argument("checkpoint", type=Path,
+                        help="a .pt written by ddpcifar.train, or a NumPy engine .npz "
+                             "(checkpoints/scratch_best.npz, scratch_final.npz)")
     parser.add_argument("--data", type=Path, required=True,
                         help="prepared data directory (data_prep.py --out)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--loader", choices=("memory", "ffcv"), default="memory")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--batch-size", type=int,
+                        help="default: 1000; for a .npz the run's eval.batch_size")
+    parser.add_argument("--loader", choices=("memory", "ffcv"), default="memory",
+                        help="torch checkpoints only")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="a .npz evaluates on the CPU")
     parser.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
-                        help="autocast dtype (default: the one the run trained with)")
+                        help="autocast dtype (default: the one the run trained with); torch "
+                             "checkpoints only")
     parser.add_argument("--tta", type=int, choices=(0, 1, 2),
                         help="test-time augmentation level for top1_tta (default: the run's "
-                             "eval.tta): 0 none, 1 mirror, 2 mirror + 1-pixel translations")
+                             "eval.tta): 0 none, 1 mirror, 2 mirror + 1-pixel translations; "
+                             "a .npz: 0 only")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     metrics = evaluate_checkpoint(args.checkpoint, args.data, batch_size=args.batch_size,
                                   loader=args.loader, device=args.device, amp=args.amp,

@@ -46,7 +46,7 @@ def test_minimal_spec_fills_defaults(tmp_path):
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_specs_are_valid_for_four_ranks(path):
     # The NumPy engine is single-process by design (and says so for world size > 1).
-    spec = load_spec(path, world_size=1 if path.stem == "scratch_cnn" else 4)
+    spec = load_spec(path, world_size=1 if path.stem.startswith("scratch_cnn") else 4)
     raw = json.loads(path.read_text())
     # Every example names its data dir, runs dir, run name and epochs explicitly.
     assert raw["data"]["dir"] and raw["logging"]["runs_dir"] and raw["logging"]["run_name"]

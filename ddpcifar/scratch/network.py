@@ -39,6 +39,9 @@ DEFAULT_ARCHITECTURE: list[dict[str, Any]] = [
     {"type": "linear", "out": 10},
 ]
 
+# The members of a saved network that are not weights.
+_NOT_WEIGHTS = ("architecture", "input_shape", "meta")
+
 # Allowed keys per layer type: (required, optional with defaults).
 _SCHEMA: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "conv": (("out", "kernel"), {"stride": 1, "padding": 0}),
@@ -166,11 +169,17 @@ class Sequential:
     def num_parameters(self) -> int:
         return int(sum(p.size for p in self.params().values()))
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the weights and the architecture to an .npz file atomically (no pickles)."""
+    def save(self, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
+        """Write the weights and the architecture to an .npz file atomically (no pickles).
+
+        `meta` (JSON-able, e.g. the input normalisation) is stored as the JSON string 'meta';
+        `read_meta` returns it.
+        """
         arrays = dict(self.params())
         arrays["architecture"] = np.array(json.dumps(self.architecture))
         arrays["input_shape"] = np.array(self.input_shape, dtype=np.int64)
+        if meta is not None:
+            arrays["meta"] = np.array(json.dumps(meta))
         with atomic_open(path, "wb") as fh:
             np.savez(fh, **arrays)
 
@@ -180,7 +189,7 @@ class Sequential:
         with np.load(path, allow_pickle=False) as data:
             arch = json.loads(str(data["architecture"]))
             shape = tuple(int(v) for v in data["input_shape"])
-            names = [k for k in data.files if k not in ("architecture", "input_shape")]
+            names = [k for k in data.files if k not in _NOT_WEIGHTS]
             dtype = data[names[0]].dtype if names else np.float32
             net = cls(arch, input_shape=shape, dtype=dtype)  # type: ignore[arg-type]
             params = net.params()
@@ -189,3 +198,14 @@ class Sequential:
             for name in names:
                 params[name][...] = data[name]
         return net
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The `meta` a network was saved with; {} for a file written without (or before) it."""
+    with np.load(path, allow_pickle=False) as data:
+        if "meta" not in data.files:
+            return {}
+        meta = json.loads(str(data["meta"]))
+    if not isinstance(meta, dict):
+        raise UserError(f"'meta' of {path} is not a JSON object")
+    return meta

@@ -284,8 +284,9 @@ class ScratchRun:
         _write_misclassified(self.rundir, epoch, data, last, settings.max_samples)
         if self.best is None or last.loss < self.best["loss"]:
             if settings.save_best:
-                self.net.save(self.ckpt_dir / Path(BEST_CHECKPOINT).name)
-            self.best = {"epoch": epoch, "loss": last.loss, "top1": last.top1,
+                self.save_checkpoint(BEST_CHECKPOINT, epoch)
+            # The keys of the torch engine's `best`: what `ddpcifar.evaluate --json` reproduces.
+            self.best = {"epoch": epoch, **last.metrics(),
                          "checkpoint": BEST_CHECKPOINT if settings.save_best else None}
         self.best_top1 = max(self.best_top1, last.top1)
         self.last = last
@@ -295,15 +296,26 @@ class ScratchRun:
         bar.message(f"epoch {epoch}: test top1 {last.top1:.4f}  loss {last.loss:.4f}"
                     f"  val top1 {val}")
 
+    def save_checkpoint(self, relpath: str, epoch: int) -> None:
+        """Save the network to `relpath` in the run directory, with what evaluating it needs
+        beside the weights (whose dtype is the compute dtype) and the architecture: the input
+        normalisation (0..255 units), the epoch and eval.batch_size, so `python -m
+        ddpcifar.evaluate` computes the test metrics exactly as `evaluate_epoch` did."""
+        meta = {"epoch": epoch, "mean": [float(v) for v in self.data.mean],
+                "std": [float(v) for v in self.data.std],
+                "eval_batch_size": self.settings.eval_batch_size}
+        self.net.save(self.ckpt_dir / Path(relpath).name, meta=meta)
+
     def finish(self) -> dict:
         """Save the final weights and write summary.json; returns the summary."""
         assert self.last is not None and self.best is not None, "no epoch finished"
-        self.net.save(self.ckpt_dir / Path(FINAL_CHECKPOINT).name)
+        self.save_checkpoint(FINAL_CHECKPOINT, self.settings.epochs)
         summary = {
             "wall_time_s": round(time.perf_counter() - self.t_start, 3),
             # CPU seconds of all this process's threads: on a shared machine this says how long
             # the run would take alone (with one BLAS thread), whatever the wall time was.
             "cpu_time_s": round(time.process_time() - self.cpu_start, 3),
+            "train_time_s": round(self.train_time, 3),  # training steps only, as in the torch engine
             "images_per_s": round(self.total_steps * self.settings.batch_size / self.train_time, 1),
             "parameters": self.net.num_parameters(),
             "best": self.best,

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Reproduce the four original projects' published results through the ordinary commands:
+# the torch models with `torchrun --standalone --nproc_per_node=2 -m ddpcifar.train`, the NumPy CNN
+# with `python -m ddpcifar.train` (one process). For each run it then
+#   - checks that `python -m ddpcifar.evaluate` on the best checkpoint reproduces summary.json,
+#   - exports the charts (`python -m tui export`) into docs/img/<model>/,
+# and finally writes a results table (markdown and JSON) to RUNS/results.md and RUNS/results.json.
+#
+#   bash benchmarks/reproduce.sh                      all four, runs under runs/repro
+#   bash benchmarks/reproduce.sh era_s9 scratch_cnn   a subset (names of specs/<name>_repro.json)
+#   RUNS=runs/other IMG=/tmp/img bash benchmarks/reproduce.sh
+#
+# A run whose summary.json exists is not trained again; one with a checkpoint but no summary
+# (interrupted) continues with --resume. Run it alone on the machine: its times are measurements.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY=.venv/bin/python
+RUNS="${RUNS:-runs/repro}"
+IMG="${IMG:-docs/img}"
+DATA="${DATA:-data/cifar10}"
+NPROC="${NPROC:-2}"
+if [ "$#" -gt 0 ]; then MODELS=("$@"); else MODELS=(era_s9 net5fc vgg8bn scratch_cnn); fi
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
+
+for model in "${MODELS[@]}"; do
+    spec="specs/${model}_repro.json"
+    [ -f "$spec" ] || { echo "error: no spec $spec" >&2; exit 2; }
+done
+[ -f "$DATA/train.beton" ] || { echo "error: no prepared data in $DATA (run data_prep.py)" >&2; exit 2; }
+mkdir -p "$RUNS"
+
+for model in "${MODELS[@]}"; do
+    spec="specs/${model}_repro.json"
+    name="${model}_repro"
+    dir="$RUNS/$name"
+    overrides=(--set "logging.runs_dir=$RUNS" --set "logging.run_name=$name"
+               --set "data.dir=$DATA" --set logging.progress=false)
+    if [ "$model" = scratch_cnn ]; then
+        cmd=("$PY" -m ddpcifar.train "$spec" "${overrides[@]}")
+        checkpoint="$dir/checkpoints/scratch_best.npz"
+    else
+        cmd=(.venv/bin/torchrun --standalone "--nproc_per_node=$NPROC" -m ddpcifar.train "$spec"
+             "${overrides[@]}")
+        checkpoint="$dir/checkpoints/best.pt"
+    fi
+    if [ -f "$dir/summary.json" ]; then
+        echo "== $name: summary.json exists, not trained again"
+    else
+        if [ -d "$dir/checkpoints" ] && [ "$model" != scratch_cnn ]; then
+            cmd+=(--resume)
+        elif [ -d "$dir" ]; then
+            rm -rf "${dir:?}"
+        fi
+        echo "== $name: ${cmd[*]}"
+        load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+        start=$(date +%s)
+        "${cmd[@]}" 2>&1 | grep -E "^epoch|parameters|rror" || true
+        [ -f "$dir/summary.json" ] || { echo "error: $name wrote no summary.json" >&2; exit 1; }
+        printf '{"command": "%s", "wall_s": %d, "load_before": "%s", "load_after": "%s"}\n' \
+            "${cmd[*]}" "$(( $(date +%s) - start ))" "$load_before" \
+            "$(cut -d' ' -f1-3 /proc/loadavg)" > "$dir/reproduce.json.tmp"
+        mv "$dir/reproduce.json.tmp" "$dir/reproduce.json"
+    fi
+    echo "-- $name: evaluate $checkpoint"
+    "$PY" -m ddpcifar.evaluate "$checkpoint" --data "$DATA" --json > "$dir/evaluate.json.tmp"
+    mv "$dir/evaluate.json.tmp" "$dir/evaluate.json"
+    "$PY" -m tui export "$dir" --out "$IMG/$model"
+done
+
+"$PY" - "$RUNS" "${MODELS[@]}" <<'PY'
+"""Table of the runs, and whether evaluate reproduced each best checkpoint's metrics."""
+import json, os, sys
+from pathlib import Path
+
+runs, models = Path(sys.argv[1]), sys.argv[2:]
+rows, ok = [], True
+for model in models:
+    run = runs / f"{model}_repro"
+    summary = json.loads((run / "summary.json").read_text())
+    meta = json.loads((run / "reproduce.json").read_text()) if (run / "reproduce.json").exists() else {}
+    evaluated = json.loads((run / "evaluate.json").read_text())
+    best = summary["best"]
+    same = all(abs(evaluated[k] - best[k]) < 1e-6 for k in ("top1", "top5"))
+    ok &= same
+    rows.append({"model": model, "parameters": summary["parameters"], "epochs": summary["epochs"],
+                 "best_epoch": best["epoch"], "top1": best["top1"], "top5": best["top5"],
+                 "top1_tta": best.get("top1_tta"), "final_top1": summary["final"]["top1"],
+                 "wall_s": meta.get("wall_s"), "train_s": summary["train_time_s"],
+                 "images_per_s": summary["images_per_s"], "load_before": meta.get("load_before"),
+                 "load_after": meta.get("load_after"), "command": meta.get("command"),
+                 "evaluate_reproduces_summary": same})
+lines = ["| model | parameters | epochs | test top-1 (best epoch) | with TTA | test top-5 | "
+         "wall time | training images/s | load average before / after | evaluate = summary |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+for r in rows:
+    tta = f"{r['top1_tta']:.2%}" if r["top1_tta"] is not None else "-"
+    wall = f"{r['wall_s'] / 60:.1f} min" if r["wall_s"] else "-"
+    lines.append(f"| `{r['model']}` | {r['parameters']:,} | {r['epochs']} | {r['top1']:.2%} "
+                 f"({r['best_epoch']}) | {tta} | {r['top5']:.2%} | {wall} | "
+                 f"{r['images_per_s']:.0f} | {r['load_before']} / {r['load_after']} | "
+                 f"{'yes' if r['evaluate_reproduces_summary'] else 'NO'} |")
+lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in rows if r["command"]]
+for name, text in (("results.md", "\n".join(lines) + "\n"),
+                   ("results.json", json.dumps(rows, indent=2) + "\n")):
+    tmp = runs / (name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, runs / name)
+print("\n".join(lines))
+sys.exit(0 if ok else 1)
+PY
