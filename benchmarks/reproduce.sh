@@ -65,6 +65,11 @@ for model in "${MODELS[@]}"; do
     "$PY" -m ddpcifar.evaluate "$checkpoint" --data "$DATA" --json > "$dir/evaluate.json.tmp"
     mv "$dir/evaluate.json.tmp" "$dir/evaluate.json"
     "$PY" -m tui export "$dir" --out "$IMG/$model"
+    # Small files for the repository: the same pixels in a 256-colour palette.
+    "$PY" -c 'import os, sys; from PIL import Image
+for p in sys.argv[1:]:
+    Image.open(p).convert("RGB").quantize(256).save(p + ".tmp", "PNG", optimize=True)
+    os.replace(p + ".tmp", p)' "$IMG/$model"/*.png
 done
 
 "$PY" - "$RUNS" "${MODELS[@]}" <<'PY'
