@@ -4,6 +4,7 @@ flip, test-time augmentation, fractional epochs, and the specs that refuse what 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -113,6 +114,44 @@ def test_muon_on_channels_last_filters_matches_the_plain_layout():
     torch.testing.assert_close(results[0], ref.detach().view(16, 8, 3, 3))
     # Columns in another order: the same update up to bf16 rounding inside Newton-Schulz.
     torch.testing.assert_close(results[1], results[0], atol=2e-2, rtol=0)
+
+
+def test_muon_steps_use_each_steps_own_gradient():
+    # Through TrainOptimizer with real backward passes: the filters are not torch.optim.Muon's
+    # own parameters, so its zero_grad alone would let their gradients pile up across steps.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.Flatten(), nn.Linear(8 * 4 * 4, 2))
+    reference = [p.detach().clone() for p in net.parameters()]
+    batches = [(torch.randn(4, 3, 6, 6), torch.randint(0, 2, (4,))) for _ in range(3)]
+    schedule = ScheduleConfig(name="triangular", start_factor=1.0, peak_epoch=0, final_factor=1.0)
+    cfg = OptimizerConfig(name="muon", lr=0.01, momentum=0.5, weight_decay=0.0, muon_lr=0.1,
+                          muon_momentum=0.6, muon_ns_steps=5)
+    opt = TrainOptimizer(net, cfg, schedule, steps_per_epoch=3, total_steps=3, global_batch=4,
+                         loss_reduction="mean")
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    for x, y in batches:
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step(scaler)
+    opt.zero_grad()
+    assert all(p.grad is None for p in net.parameters())
+
+    # Reference: each step's gradient taken afresh with autograd.grad, then the same updates.
+    conv_w, lin_w, lin_b = (nn.Parameter(t) for t in reference)
+    muon = torch.optim.Muon([conv_w_2d := nn.Parameter(conv_w.detach().view(8, -1))], lr=0.1,
+                            momentum=0.6, nesterov=True, weight_decay=0.0, ns_steps=5)
+    sgd = torch.optim.SGD([lin_w, lin_b], lr=0.01, momentum=0.5, nesterov=True)
+    for x, y in batches:
+        logits = F.linear(F.conv2d(x, conv_w_2d.view(8, 3, 3, 3)).flatten(1), lin_w, lin_b)
+        g_conv, lin_w.grad, lin_b.grad = torch.autograd.grad(F.cross_entropy(logits, y),
+                                                              [conv_w_2d, lin_w, lin_b])
+        with torch.no_grad():  # as airbench94_muon: normalised after the gradient, before the step
+            conv_w_2d.mul_(math.sqrt(8) / conv_w_2d.norm())
+        conv_w_2d.grad = g_conv
+        muon.step()
+        sgd.step()
+    torch.testing.assert_close(net[0].weight.detach(), conv_w_2d.detach().view(8, 3, 3, 3))
+    torch.testing.assert_close(net[2].weight.detach(), lin_w.detach())
 
 
 def test_tta_is_the_identity_on_flip_and_shift_invariant_images():

@@ -79,6 +79,15 @@ class ConvMuon:
                 p.mul_(math.sqrt(p.shape[0]) / p.norm().clamp(min=1e-12))
             m.grad = None if p.grad is None else _permuted_like(p.grad, p.data).reshape(m.shape)
 
+    def zero_grad(self) -> None:
+        """Drop the gradients of the filters and of their 2-d views.
+
+        The filters are not the torch optimizer's parameters, so its own zero_grad leaves their
+        gradients in place, and the next backward (DDP's too) would add to them.
+        """
+        for p in (*self.filters, *self.matrices):
+            p.grad = None
+
     def grads_finite(self) -> bool:
         return all(bool(torch.isfinite(m.grad).all()) for m in self.matrices if m.grad is not None)
 
@@ -176,8 +185,9 @@ class TrainOptimizer:
                 g["lr"] = g["base_lr"] * factor
 
     def zero_grad(self) -> None:
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
+        self.main.zero_grad(set_to_none=True)
+        if self.muon is not None:
+            self.muon.zero_grad()
 
     def step(self, scaler: torch.amp.GradScaler) -> None:
         """One step of every optimizer; with an fp16 scaler, a step with inf/nan gradients is skipped."""
