@@ -86,38 +86,53 @@ def _timed(cmd: list[str]) -> dict:
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+PLAIN_RECIPE = "airbench94"  # what benchmarks/airbench_plain.py trains
+
+
+def group_key(record: dict) -> str:
+    """Runs that may be averaged together: the same part, recipe, length and number of ranks."""
+    recipe = Path(record["spec"]).stem if record["part"] == "ddpcifar" else PLAIN_RECIPE
+    return f"{record['part']}-{recipe}-e{record['epochs']:g}-n{record['nproc']}"
+
+
 def summarise(records: list[dict]) -> dict:
-    """mean and std of top1_tta and time per (part, nproc), and the ddpcifar/plain time ratios."""
+    """mean and std of top1_tta and time per group (`group_key`), and the ratios to the plain
+    script's group of the same recipe and length, and of 2 ranks to 1."""
     groups: dict[str, list[dict]] = {}
     for r in records:
-        groups.setdefault(f"{r['part']}-n{r['nproc']}", []).append(r)
+        groups.setdefault(group_key(r), []).append(r)
     table = {}
     for key, rs in sorted(groups.items()):
         acc = [r["top1_tta"] for r in rs]
         secs = [r["time_s"] for r in rs]
-        table[key] = {"runs": len(rs), "top1_tta_mean": statistics.mean(acc),
+        table[key] = {"runs": len(rs), "seeds": sorted(r["seed"] for r in rs),
+                      "top1_tta_mean": statistics.mean(acc),
                       "top1_tta_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
                       "top1_mean": statistics.mean(r["top1"] for r in rs),
                       "time_s_mean": statistics.mean(secs),
                       "images_per_s_mean": statistics.mean(r["images_per_s"] for r in rs)}
-    plain = table.get("plain-n1")
     for key, row in table.items():
-        if plain and key.startswith("ddpcifar"):
+        part, rest = key.split("-", 1)
+        recipe_length, nproc = rest.rsplit("-", 1)
+        plain = table.get(f"plain-{recipe_length}-n1")
+        if part == "ddpcifar" and plain:
             row["time_ratio_vs_plain"] = row["time_s_mean"] / plain["time_s_mean"]
             row["top1_tta_minus_plain"] = row["top1_tta_mean"] - plain["top1_tta_mean"]
-    if "ddpcifar-n1" in table and "ddpcifar-n2" in table:
-        table["ddpcifar-n2"]["throughput_vs_n1"] = (table["ddpcifar-n2"]["images_per_s_mean"]
-                                                    / table["ddpcifar-n1"]["images_per_s_mean"])
+        one_rank = table.get(f"{part}-{recipe_length}-n1")
+        if part == "ddpcifar" and nproc != "n1" and one_rank:
+            row["throughput_vs_n1"] = row["images_per_s_mean"] / one_rank["images_per_s_mean"]
     return table
 
 
 def print_table(table: dict) -> None:
-    print(f"{'run':14} {'n':>2} {'top1 TTA':>16} {'top1':>7} {'time s':>8} {'img/s':>7} {'ratio':>6}")
+    width = max([len("run"), *map(len, table)])
+    print(f"{'run':{width}} {'n':>2} {'top1 TTA':>16} {'top1':>7} {'time s':>8} {'img/s':>7} "
+          f"{'vs plain':>8} {'vs n1':>6}")
     for key, row in table.items():
-        ratio = row.get("time_ratio_vs_plain")
-        print(f"{key:14} {row['runs']:>2} {row['top1_tta_mean']:>8.2%} ± {row['top1_tta_std']:.2%} "
+        ratio, scaling = row.get("time_ratio_vs_plain"), row.get("throughput_vs_n1")
+        print(f"{key:{width}} {row['runs']:>2} {row['top1_tta_mean']:>8.2%} ± {row['top1_tta_std']:.2%} "
               f"{row['top1_mean']:>7.2%} {row['time_s_mean']:>8.1f} {row['images_per_s_mean']:>7.0f} "
-              f"{'' if ratio is None else f'{ratio:.3f}':>6}")
+              f"{'' if ratio is None else f'{ratio:.3f}':>8} {'' if scaling is None else f'{scaling:.3f}':>6}")
 
 
 def write(path: Path, data: dict) -> None:

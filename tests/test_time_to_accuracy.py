@@ -1,0 +1,61 @@
+"""benchmarks/time_to_accuracy.py: which runs its merge averages together, and the ratios it reports."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "time_to_accuracy.py"
+_spec = importlib.util.spec_from_file_location("time_to_accuracy", SCRIPT)
+tta = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tta)
+
+
+def record(part: str, seed: int, top1_tta: float, time_s: float, *, spec: str = "specs/airbench94.json",
+           epochs: float = 9.9, nproc: int = 1, images_per_s: float = 250.0) -> dict:
+    r = {"part": part, "seed": seed, "nproc": nproc, "epochs": epochs, "top1": top1_tta - 0.01,
+         "top1_tta": top1_tta, "time_s": time_s, "images_per_s": images_per_s}
+    return r | ({"spec": spec} if part == "ddpcifar" else {})
+
+
+def test_merge_keeps_recipes_lengths_and_ranks_apart():
+    table = tta.summarise([
+        record("ddpcifar", 0, 0.90, 2000.0),
+        record("ddpcifar", 1, 0.92, 2200.0),
+        record("ddpcifar", 0, 0.88, 1900.0, spec="specs/airbench94_muon.json", epochs=8),
+        record("ddpcifar", 0, 0.70, 300.0, epochs=1.5),
+        record("ddpcifar", 0, 0.91, 2100.0, nproc=2, images_per_s=225.0),
+        record("plain", 0, 0.905, 1050.0 * 2),
+    ])
+    assert set(table) == {"ddpcifar-airbench94-e9.9-n1", "ddpcifar-airbench94_muon-e8-n1",
+                          "ddpcifar-airbench94-e1.5-n1", "ddpcifar-airbench94-e9.9-n2",
+                          "plain-airbench94-e9.9-n1"}
+    n1 = table["ddpcifar-airbench94-e9.9-n1"]
+    assert n1["runs"] == 2 and n1["seeds"] == [0, 1]
+    assert n1["top1_tta_mean"] == pytest.approx(0.91)
+    assert n1["top1_tta_std"] == pytest.approx(0.01 * 2 ** 0.5)  # sample std of 0.90 and 0.92
+    assert n1["time_ratio_vs_plain"] == pytest.approx(2100.0 / 2100.0)
+    assert n1["top1_tta_minus_plain"] == pytest.approx(0.005)
+    assert table["ddpcifar-airbench94-e9.9-n2"]["throughput_vs_n1"] == pytest.approx(225.0 / 250.0)
+    # No plain run of the same recipe and length: no ratio rather than a wrong one.
+    assert "time_ratio_vs_plain" not in table["ddpcifar-airbench94_muon-e8-n1"]
+    assert "time_ratio_vs_plain" not in table["ddpcifar-airbench94-e1.5-n1"]
+
+
+def test_merge_command_writes_the_table(tmp_path: Path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"records": [record("ddpcifar", 0, 0.90, 1100.0)]}))
+    b.write_text(json.dumps({"records": [record("plain", 0, 0.91, 1000.0)]}))
+    out = tmp_path / "merged.json"
+    done = subprocess.run([sys.executable, str(SCRIPT), "merge", str(a), str(b), "--out", str(out)],
+                          capture_output=True, text=True, check=True)
+    merged = json.loads(out.read_text())
+    assert len(merged["records"]) == 2
+    assert merged["summary"]["ddpcifar-airbench94-e9.9-n1"]["time_ratio_vs_plain"] == pytest.approx(1.1)
+    assert "1.100" in done.stdout
