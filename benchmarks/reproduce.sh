@@ -4,7 +4,8 @@
 # with `python -m ddpcifar.train` (one process). For each run it then
 #   - checks that `python -m ddpcifar.evaluate` on the best checkpoint reproduces summary.json,
 #   - exports the charts (`python -m tui export`) into docs/img/<model>/,
-# and finally writes a results table (markdown and JSON) to RUNS/results.md and RUNS/results.json.
+# and finally writes a results table (markdown and JSON) of every finished run under RUNS, from this
+# invocation or an earlier one, to RUNS/results.md and RUNS/results.json.
 #
 #   bash benchmarks/reproduce.sh                      all four, runs under runs/repro
 #   bash benchmarks/reproduce.sh era_s9 scratch_cnn   a subset (names of specs/<name>_repro.json)
@@ -72,12 +73,15 @@ for p in sys.argv[1:]:
     os.replace(p + ".tmp", p)' "$IMG/$model"/*.png
 done
 
-"$PY" - "$RUNS" "${MODELS[@]}" <<'PY'
-"""Table of the runs, and whether evaluate reproduced each best checkpoint's metrics."""
+"$PY" - "$RUNS" <<'PY'
+"""Table of every finished run under RUNS (this invocation's and earlier ones'), and whether
+evaluate reproduced each best checkpoint's metrics."""
 import json, os, sys
 from pathlib import Path
 
-runs, models = Path(sys.argv[1]), sys.argv[2:]
+runs = Path(sys.argv[1])
+models = [m for m in ("era_s9", "net5fc", "vgg8bn", "scratch_cnn")
+          if (runs / f"{m}_repro" / "evaluate.json").exists()]
 rows, ok = [], True
 for model in models:
     run = runs / f"{model}_repro"
