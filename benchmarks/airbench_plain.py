@@ -1,12 +1,17 @@
-"""The airbench94 recipe as one plain PyTorch script: the baseline ddpcifar is measured against.
+"""The airbench94 recipes as one plain PyTorch script: the baseline ddpcifar is measured against.
 
 No ddpcifar code: the data comes straight from the prepared betons through FFCV, and the
-network, whitening, optimizer, schedule, lookahead, augmentation and test-time augmentation
-are written out here, so a reader can check the recipe in one file. The timing follows
-airbench's convention: whitening + training steps + the final TTA evaluation; reading the
-data and start-up are excluded, and there are no evaluations during training.
+network, whitening, optimizers, schedule, lookahead, augmentation and test-time augmentation
+are written out here, so a reader can check a recipe in one file. Two recipes:
+  airbench94       SGD, batch 1024, 9.9 epochs, warmup/warmdown, lookahead;
+  airbench94_muon  Muon for the convolution filters and SGD for the rest, batch 2000, 8 epochs,
+                   linear decay, the head at lr 0.67 with std-1 weights and outputs / 256.
+The timing follows airbench's convention: whitening + training steps + the final TTA
+evaluation; reading the data and start-up are excluded, and there are no evaluations during
+training.
 
     python benchmarks/airbench_plain.py --data data/cifar10 --seed 0 --out result.json
+    python benchmarks/airbench_plain.py --recipe airbench94_muon --seed 0
 """
 
 from __future__ import annotations
@@ -27,6 +32,12 @@ HYP = {
     "widths": (64, 256, 256), "bn_momentum": 0.4, "scaling_factor": 1 / 9, "tta_level": 2,
     "whiten_samples": 5000, "whiten_eps": 5e-4,
 }
+# The Muon recipe's own numbers, in torch units (lr per step of a summed loss over the batch).
+MUON_HYP = {
+    "epochs": 8, "batch_size": 2000, "bias_lr": 0.053, "head_lr": 0.67, "weight_decay": 0.004,
+    "momentum": 0.85, "filter_lr": 0.24, "filter_momentum": 0.6, "ns_steps": 3,
+    "scaling_factor": 1 / 256,
+}
 
 
 def read_beton(path: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,6 +46,7 @@ def read_beton(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     from ffcv.loader import Loader, OrderOption
 
     loader = Loader(path, batch_size=5000, num_workers=2, order=OrderOption.SEQUENTIAL, seed=0,
+                    drop_last=False,
                     pipelines={"image": [SimpleRGBImageDecoder()], "label": [IntDecoder()]})
     images, labels = zip(*[(np.array(x), np.array(y)) for x, y in loader])
     images = torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2).contiguous()
@@ -59,16 +71,53 @@ class ConvGroup(nn.Module):
 
 
 class Net(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, scaling_factor: float) -> None:
         super().__init__()
         w1, w2, w3 = HYP["widths"]
         self.whiten = nn.Conv2d(3, 24, 2, bias=True)
         self.groups = nn.Sequential(ConvGroup(24, w1), ConvGroup(w1, w2), ConvGroup(w2, w3))
         self.head = nn.Linear(w3, 10, bias=False)
+        self.scaling_factor = scaling_factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.groups(F.gelu(self.whiten(x)))
-        return self.head(x.amax(dim=(2, 3))) * HYP["scaling_factor"]
+        return self.head(x.amax(dim=(2, 3))) * self.scaling_factor
+
+
+@torch.no_grad()
+def orthogonalize(g: torch.Tensor, steps: int) -> torch.Tensor:
+    """Newton-Schulz quintic iterations (Muon's coefficients) towards the nearest orthogonal matrix."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16()
+    x = x / (x.norm() + 1e-7)  # spectral norm at most 1
+    tall = x.size(0) > x.size(1)
+    x = x.T if tall else x
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.T if tall else x).float()
+
+
+class FilterMuon:
+    """Muon on 4-d filters: Nesterov momentum, each filter tensor renormalised to norm
+    sqrt(out_channels), then a step along the orthogonalised (out, in*k*k) update."""
+
+    def __init__(self, filters: list[nn.Parameter], lr: float, momentum: float, ns_steps: int) -> None:
+        self.filters, self.lr, self.momentum, self.ns_steps = filters, lr, momentum, ns_steps
+        self.buffers = [torch.zeros_like(p) for p in filters]
+
+    @torch.no_grad()
+    def step(self, factor: float) -> None:
+        for p, buf in zip(self.filters, self.buffers):
+            buf.mul_(self.momentum).add_(p.grad)
+            g = p.grad.add(buf, alpha=self.momentum)
+            p.mul_(len(p) ** 0.5 / p.norm())
+            update = orthogonalize(g.reshape(len(g), -1), self.ns_steps).view(p.shape)
+            p.sub_(update, alpha=self.lr * factor)
+
+    def zero_grad(self) -> None:
+        for p in self.filters:
+            p.grad = None
 
 
 @torch.no_grad()
@@ -105,11 +154,15 @@ def tta_logits(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/cifar10", help="prepared data directory (betons)")
+    parser.add_argument("--recipe", choices=("airbench94", "airbench94_muon"), default="airbench94")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=float, default=HYP["epochs"])
+    parser.add_argument("--epochs", type=float, help="default: the recipe's (9.9 or 8)")
     parser.add_argument("--max-samples", type=int, default=None, help="evenly spaced subset (smoke runs)")
+    parser.add_argument("--batch-size", type=int, help="default: the recipe's (smoke runs only)")
     parser.add_argument("--out", help="write the result as JSON here")
     args = parser.parse_args()
+    muon = args.recipe == "airbench94_muon"
+    args.epochs = args.epochs or (MUON_HYP if muon else HYP)["epochs"]
     torch.manual_seed(args.seed)
     memory = torch.channels_last
 
@@ -128,23 +181,41 @@ def main() -> None:
     test_images = normalize(test_x)
     torch.set_num_threads(threads)
 
-    bs, n = HYP["batch_size"], len(train_y)
+    bs, n = args.batch_size or (MUON_HYP if muon else HYP)["batch_size"], len(train_y)
     steps_per_epoch = n // bs
     total_steps = math.ceil(steps_per_epoch * args.epochs - 1e-9)
-    net = Net().to(memory_format=memory)
-    kilostep = 1024 * (1 + 1 / (1 - HYP["momentum"]))
-    lr = HYP["lr"] / kilostep
-    wd = HYP["weight_decay"] * bs / kilostep
-    lr_norm = lr * HYP["bias_scaler"]
+    net = Net(MUON_HYP["scaling_factor"] if muon else HYP["scaling_factor"]).to(memory_format=memory)
     norm = [p for name, p in net.named_parameters() if "norm" in name and p.requires_grad]
-    rest = [p for name, p in net.named_parameters() if "norm" not in name and p.requires_grad]
-    opt = torch.optim.SGD([dict(params=norm, lr=lr_norm, weight_decay=wd / lr_norm),
-                           dict(params=rest, lr=lr, weight_decay=wd / lr)],
-                          momentum=HYP["momentum"], nesterov=True)
-    warm = int(0.23 * total_steps)
-    factor = lambda s: (0.2 + 0.8 * s / warm if s < warm  # noqa: E731
-                        else 1.0 - 0.93 * (s - warm) / (total_steps - warm))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    filter_muon = None
+    if muon:
+        with torch.no_grad():
+            net.head.weight.div_(net.head.weight.std())  # std-1 head weights, outputs / 256
+        m, wd, bias_lr = MUON_HYP["momentum"], MUON_HYP["weight_decay"], MUON_HYP["bias_lr"]
+        whiten_steps = steps_per_epoch * HYP["whiten_bias_epochs"]
+        opt = torch.optim.SGD([dict(params=[net.whiten.bias], lr=bias_lr, weight_decay=wd / bias_lr),
+                               dict(params=norm, lr=bias_lr, weight_decay=wd / bias_lr),
+                               dict(params=[net.head.weight], lr=MUON_HYP["head_lr"],
+                                    weight_decay=wd / MUON_HYP["head_lr"])],
+                              momentum=m, nesterov=True)
+        filters = [p for p in net.groups.parameters() if p.ndim == 4]
+        filter_muon = FilterMuon(filters, MUON_HYP["filter_lr"], MUON_HYP["filter_momentum"],
+                                 MUON_HYP["ns_steps"])
+        factor = lambda s: 1 - s / total_steps  # noqa: E731
+        factors = [lambda s: max(0.0, 1 - s / whiten_steps), factor, factor]
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factors)
+    else:
+        kilostep = 1024 * (1 + 1 / (1 - HYP["momentum"]))
+        lr = HYP["lr"] / kilostep
+        wd = HYP["weight_decay"] * bs / kilostep
+        lr_norm = lr * HYP["bias_scaler"]
+        rest = [p for name, p in net.named_parameters() if "norm" not in name and p.requires_grad]
+        opt = torch.optim.SGD([dict(params=norm, lr=lr_norm, weight_decay=wd / lr_norm),
+                               dict(params=rest, lr=lr, weight_decay=wd / lr)],
+                              momentum=HYP["momentum"], nesterov=True)
+        warm = int(0.23 * total_steps)
+        factor = lambda s: (0.2 + 0.8 * s / warm if s < warm  # noqa: E731
+                            else 1.0 - 0.93 * (s - warm) / (total_steps - warm))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     gen = torch.Generator().manual_seed(args.seed)
     flips = torch.rand(n, generator=gen) < 0.5
 
@@ -168,11 +239,15 @@ def main() -> None:
             loss = F.cross_entropy(logits.float(), train_y[idx], label_smoothing=HYP["label_smoothing"],
                                    reduction="sum")
             opt.zero_grad(set_to_none=True)
+            if filter_muon:
+                filter_muon.zero_grad()
             loss.backward()
+            if filter_muon:
+                filter_muon.step(factor(step))
             opt.step()
             sched.step()
             step += 1
-            if epoch >= 3 and step % 5 == 0:  # lookahead: pull into the average, reset to it
+            if not muon and epoch >= 3 and step % 5 == 0:  # lookahead: pull into the average, reset to it
                 decay = 0.95 ** 5 * (step / total_steps) ** 3 if average else 0.0
                 average = average or {k: v.clone() for k, v in floats().items()}
                 with torch.no_grad():
@@ -198,7 +273,8 @@ def main() -> None:
     times["final_eval_s"] = time.perf_counter() - t0
     result = {"top1": correct / len(test_y), "top1_tta": correct_tta / len(test_y),
               "time_to_accuracy_s": sum(times.values()), **times, "steps": step,
-              "epochs": args.epochs, "seed": args.seed, "threads": torch.get_num_threads(),
+              "epochs": args.epochs, "recipe": args.recipe, "seed": args.seed,
+              "threads": torch.get_num_threads(),
               "images_per_s": step * bs / times["train_s"]}
     print(json.dumps(result))
     if args.out:

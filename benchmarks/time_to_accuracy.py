@@ -2,7 +2,7 @@
 
 For each seed it runs, one after the other on the same machine,
   ddpcifar:  torchrun --standalone --nproc_per_node=N -m ddpcifar.train SPEC --set train.seed=S
-  plain:     python benchmarks/airbench_plain.py --seed S          (1 process, all cores)
+  plain:     python benchmarks/airbench_plain.py --recipe SPEC_NAME --seed S  (1 process, all cores)
 and reads each run's final top-1 (with TTA) and its time under airbench's convention
 (whitening + training steps + the final TTA evaluation; start-up, data loading and the
 per-epoch evaluations excluded). A run of 9.9 epochs takes tens of minutes on a 2-core CPU,
@@ -61,14 +61,15 @@ def run_ddpcifar(spec: str, nproc: int, seed: int, data: str, runs: Path, extra:
     return record
 
 
-def run_plain(seed: int, data: str, extra: list[str]) -> dict:
+def run_plain(recipe: str, seed: int, data: str, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "plain.json"
-        cmd = [sys.executable, str(ROOT / "benchmarks" / "airbench_plain.py"), "--data", data,
-               "--seed", str(seed), "--out", str(out), *extra]
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "airbench_plain.py"), "--recipe", recipe,
+               "--data", data, "--seed", str(seed), "--out", str(out), *extra]
         record = _timed(cmd)
         result = json.loads(out.read_text())
-    record.update(part="plain", nproc=1, seed=seed, top1=result["top1"], top1_tta=result["top1_tta"],
+    record.update(part="plain", recipe=recipe, nproc=1, seed=seed, top1=result["top1"],
+                  top1_tta=result["top1_tta"],
                   time_s=result["time_to_accuracy_s"], images_per_s=result["images_per_s"],
                   epochs=result["epochs"], threads_per_rank=result["threads"],
                   timing={k: result[k] for k in ("whitening_s", "train_s", "final_eval_s")})
@@ -86,12 +87,13 @@ def _timed(cmd: list[str]) -> dict:
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-PLAIN_RECIPE = "airbench94"  # what benchmarks/airbench_plain.py trains
+PLAIN_RECIPES = ("airbench94", "airbench94_muon")  # what benchmarks/airbench_plain.py trains
 
 
 def group_key(record: dict) -> str:
     """Runs that may be averaged together: the same part, recipe, length and number of ranks."""
-    recipe = Path(record["spec"]).stem if record["part"] == "ddpcifar" else PLAIN_RECIPE
+    recipe = (Path(record["spec"]).stem if record["part"] == "ddpcifar"
+              else record.get("recipe", PLAIN_RECIPES[0]))
     return f"{record['part']}-{recipe}-e{record['epochs']:g}-n{record['nproc']}"
 
 
@@ -163,6 +165,9 @@ def main() -> int:
     if args.command == "merge":
         records = [r for p in args.inputs for r in json.loads(p.read_text())["records"]]
     else:
+        if args.part != "ddpcifar" and Path(args.spec).stem not in PLAIN_RECIPES:
+            parser.error(f"the plain script has no recipe for {args.spec} "
+                         f"(allowed with --part plain/both: {', '.join(PLAIN_RECIPES)})")
         args.runs.mkdir(parents=True, exist_ok=True)
         ddp_extra = ["--set", f"train.epochs={args.epochs}"] if args.epochs else []
         plain_extra = ["--epochs", str(args.epochs)] if args.epochs else []
@@ -172,7 +177,7 @@ def main() -> int:
                 for nproc in args.nproc:
                     records.append(run_ddpcifar(args.spec, nproc, seed, args.data, args.runs, ddp_extra))
             if args.part in ("plain", "both"):
-                records.append(run_plain(seed, args.data, plain_extra))
+                records.append(run_plain(Path(args.spec).stem, seed, args.data, plain_extra))
             write(args.out, {"machine": machine(), "records": records})  # keep what is done
     table = summarise(records)
     write(args.out, {"machine": machine(), "records": records, "summary": table})

@@ -21,7 +21,7 @@ def record(part: str, seed: int, top1_tta: float, time_s: float, *, spec: str = 
            epochs: float = 9.9, nproc: int = 1, images_per_s: float = 250.0) -> dict:
     r = {"part": part, "seed": seed, "nproc": nproc, "epochs": epochs, "top1": top1_tta - 0.01,
          "top1_tta": top1_tta, "time_s": time_s, "images_per_s": images_per_s}
-    return r | ({"spec": spec} if part == "ddpcifar" else {})
+    return r | ({"spec": spec} if part == "ddpcifar" else {"recipe": Path(spec).stem})
 
 
 def test_merge_keeps_recipes_lengths_and_ranks_apart():
@@ -48,6 +48,18 @@ def test_merge_keeps_recipes_lengths_and_ranks_apart():
     assert "time_ratio_vs_plain" not in table["ddpcifar-airbench94-e1.5-n1"]
 
 
+def test_the_muon_recipe_is_compared_with_the_plain_muon_script():
+    table = tta.summarise([
+        record("ddpcifar", 0, 0.90, 2000.0),
+        record("plain", 0, 0.905, 1800.0),
+        record("ddpcifar", 0, 0.91, 1500.0, spec="specs/airbench94_muon.json", epochs=8),
+        record("plain", 0, 0.92, 1000.0, spec="specs/airbench94_muon.json", epochs=8),
+    ])
+    assert table["ddpcifar-airbench94_muon-e8-n1"]["time_ratio_vs_plain"] == pytest.approx(1.5)
+    assert table["ddpcifar-airbench94_muon-e8-n1"]["top1_tta_minus_plain"] == pytest.approx(-0.01)
+    assert table["ddpcifar-airbench94-e9.9-n1"]["time_ratio_vs_plain"] == pytest.approx(2000 / 1800)
+
+
 def test_merge_command_writes_the_table(tmp_path: Path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps({"records": [record("ddpcifar", 0, 0.90, 1100.0)]}))
@@ -59,3 +71,16 @@ def test_merge_command_writes_the_table(tmp_path: Path):
     assert len(merged["records"]) == 2
     assert merged["summary"]["ddpcifar-airbench94-e9.9-n1"]["time_ratio_vs_plain"] == pytest.approx(1.1)
     assert "1.100" in done.stdout
+
+
+@pytest.mark.parametrize("recipe", ["airbench94", "airbench94_muon"])
+def test_plain_script_trains_each_recipe(prepared_data, tmp_path: Path, recipe: str):
+    out = tmp_path / "plain.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "airbench_plain.py"), "--recipe", recipe,
+                    "--data", str(prepared_data.data_dir), "--epochs", "2", "--batch-size", "250",
+                    "--out", str(out)], check=True, capture_output=True, text=True, cwd=ROOT)
+    result = json.loads(out.read_text())
+    assert result["recipe"] == recipe and result["steps"] == 8  # 1,000 images / 250, 2 epochs
+    assert 0.0 <= result["top1"] <= 1.0 and 0.0 <= result["top1_tta"] <= 1.0
+    assert result["time_to_accuracy_s"] == pytest.approx(
+        result["whitening_s"] + result["train_s"] + result["final_eval_s"])
