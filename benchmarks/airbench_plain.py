@@ -162,7 +162,8 @@ def main() -> None:
     parser.add_argument("--out", help="write the result as JSON here")
     args = parser.parse_args()
     muon = args.recipe == "airbench94_muon"
-    args.epochs = args.epochs or (MUON_HYP if muon else HYP)["epochs"]
+    hyp = MUON_HYP if muon else HYP
+    args.epochs = args.epochs or hyp["epochs"]
     torch.manual_seed(args.seed)
     memory = torch.channels_last
 
@@ -181,10 +182,10 @@ def main() -> None:
     test_images = normalize(test_x)
     torch.set_num_threads(threads)
 
-    bs, n = args.batch_size or (MUON_HYP if muon else HYP)["batch_size"], len(train_y)
+    bs, n = args.batch_size or hyp["batch_size"], len(train_y)
     steps_per_epoch = n // bs
     total_steps = math.ceil(steps_per_epoch * args.epochs - 1e-9)
-    net = Net(MUON_HYP["scaling_factor"] if muon else HYP["scaling_factor"]).to(memory_format=memory)
+    net = Net(hyp["scaling_factor"]).to(memory_format=memory)
     norm = [p for name, p in net.named_parameters() if "norm" in name and p.requires_grad]
     filter_muon = None
     if muon:
