@@ -73,47 +73,4 @@ for p in sys.argv[1:]:
     os.replace(p + ".tmp", p)' "$IMG/$model"/*.png
 done
 
-"$PY" - "$RUNS" <<'PY'
-"""Table of every finished run under RUNS (this invocation's and earlier ones'), and whether
-evaluate reproduced each best checkpoint's metrics."""
-import json, os, sys
-from pathlib import Path
-
-runs = Path(sys.argv[1])
-models = [m for m in ("era_s9", "net5fc", "vgg8bn", "scratch_cnn")
-          if (runs / f"{m}_repro" / "evaluate.json").exists()]
-rows, ok = [], True
-for model in models:
-    run = runs / f"{model}_repro"
-    summary = json.loads((run / "summary.json").read_text())
-    meta = json.loads((run / "reproduce.json").read_text()) if (run / "reproduce.json").exists() else {}
-    evaluated = json.loads((run / "evaluate.json").read_text())
-    best = summary["best"]
-    same = all(abs(evaluated[k] - best[k]) < 1e-6 for k in ("top1", "top5"))
-    ok &= same
-    rows.append({"model": model, "parameters": summary["parameters"], "epochs": summary["epochs"],
-                 "best_epoch": best["epoch"], "top1": best["top1"], "top5": best["top5"],
-                 "top1_tta": best.get("top1_tta"), "final_top1": summary["final"]["top1"],
-                 "wall_s": meta.get("wall_s"), "train_s": summary["train_time_s"],
-                 "images_per_s": summary["images_per_s"], "load_before": meta.get("load_before"),
-                 "load_after": meta.get("load_after"), "command": meta.get("command"),
-                 "evaluate_reproduces_summary": same})
-lines = ["| model | parameters | epochs | test top-1 (best epoch) | with TTA | test top-5 | "
-         "wall time | training images/s | load average before / after | evaluate = summary |",
-         "|---|---|---|---|---|---|---|---|---|---|"]
-for r in rows:
-    tta = f"{r['top1_tta']:.2%}" if r["top1_tta"] is not None else "-"
-    wall = f"{r['wall_s'] / 60:.1f} min" if r["wall_s"] else "-"
-    lines.append(f"| `{r['model']}` | {r['parameters']:,} | {r['epochs']} | {r['top1']:.2%} "
-                 f"({r['best_epoch']}) | {tta} | {r['top5']:.2%} | {wall} | "
-                 f"{r['images_per_s']:.0f} | {r['load_before']} / {r['load_after']} | "
-                 f"{'yes' if r['evaluate_reproduces_summary'] else 'NO'} |")
-lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in rows if r["command"]]
-for name, text in (("results.md", "\n".join(lines) + "\n"),
-                   ("results.json", json.dumps(rows, indent=2) + "\n")):
-    tmp = runs / (name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, runs / name)
-print("\n".join(lines))
-sys.exit(0 if ok else 1)
-PY
+"$PY" benchmarks/repro_table.py "$RUNS"
