@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from ddpcifar.atomic import write_bytes, write_json
 
 MODELS = ("era_s9", "net5fc", "vgg8bn", "scratch_cnn")
 
@@ -77,10 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {run}: unreadable results ({exc!r})", file=sys.stderr)
                 return 2
     text = markdown(rows)
-    for name, content in (("results.md", text), ("results.json", json.dumps(rows, indent=2) + "\n")):
-        tmp = args.runs / (name + ".tmp")
-        tmp.write_text(content)
-        os.replace(tmp, args.runs / name)
+    write_bytes(args.runs / "results.md", text.encode())
+    write_json(args.runs / "results.json", rows)
     print(text, end="")
     return 0 if all(r["evaluate_reproduces_summary"] for r in rows) else 1
 
