@@ -13,7 +13,11 @@ so the parts can run in separate invocations and be merged:
     python benchmarks/time_to_accuracy.py run --part both --nproc 1 --seeds 0 --out c.json  # interleaved
     python benchmarks/time_to_accuracy.py merge a.json b.json c.json --out merged.json
 
-Each record carries the command, the load average before and after, and the thread settings.
+Each record carries the command, the load average before and after, the thread settings and
+an id of its invocation. Beside the means, run and merge report the side-by-side pairs: a 1-rank
+ddpcifar run and the plain script of the same seed from one `--part both` invocation, whose time
+ratio compares the two under the same machine conditions (means over separate invocations mix
+the machine's speed on different days in).
 """
 
 from __future__ import annotations
@@ -126,6 +130,34 @@ def summarise(records: list[dict]) -> dict:
     return table
 
 
+def paired(records: list[dict]) -> dict:
+    """Side-by-side pairs: a 1-rank ddpcifar run and the plain script of the same recipe, length
+    and seed from one invocation (`run --part both` runs them one after the other, so a slow
+    spell of the machine hits both). Per recipe and length: each pair's time ratio and accuracy
+    difference, and their means. Runs from different invocations are never paired: their
+    ratio would mix the machine's speed on different days with the framework's."""
+    sides: dict[tuple[str, str, int], dict[str, dict]] = {}
+    for r in records:
+        if r["nproc"] != 1 or r.get("invocation") is None:
+            continue
+        recipe_length = group_key(r).split("-", 1)[1].rsplit("-", 1)[0]
+        sides.setdefault((recipe_length, r["invocation"], r["seed"]), {})[r["part"]] = r
+    out: dict[str, dict] = {}
+    for (recipe_length, invocation, seed), side in sorted(sides.items()):
+        if {"ddpcifar", "plain"} - set(side):
+            continue
+        ddp, plain = side["ddpcifar"], side["plain"]
+        row = out.setdefault(recipe_length, {"pairs": []})
+        row["pairs"].append({"invocation": invocation, "seed": seed,
+                             "time_ratio": ddp["time_s"] / plain["time_s"],
+                             "top1_tta_minus_plain": ddp["top1_tta"] - plain["top1_tta"]})
+    for row in out.values():
+        row["time_ratio_mean"] = statistics.mean(p["time_ratio"] for p in row["pairs"])
+        row["top1_tta_minus_plain_mean"] = statistics.mean(p["top1_tta_minus_plain"]
+                                                           for p in row["pairs"])
+    return out
+
+
 def print_table(table: dict) -> None:
     width = max([len("run"), *map(len, table)])
     print(f"{'run':{width}} {'n':>2} {'top1 TTA':>16} {'top1':>7} {'time s':>8} {'img/s':>7} "
@@ -135,6 +167,14 @@ def print_table(table: dict) -> None:
         print(f"{key:{width}} {row['runs']:>2} {row['top1_tta_mean']:>8.2%} ± {row['top1_tta_std']:.2%} "
               f"{row['top1_mean']:>7.2%} {row['time_s_mean']:>8.1f} {row['images_per_s_mean']:>7.0f} "
               f"{'' if ratio is None else f'{ratio:.3f}':>8} {'' if scaling is None else f'{scaling:.3f}':>6}")
+
+
+def print_pairs(pairs: dict) -> None:
+    for recipe_length, row in pairs.items():
+        each = ", ".join(f"seed {p['seed']} {p['time_ratio']:.3f}" for p in row["pairs"])
+        print(f"side by side, ddpcifar 1 rank / plain, {recipe_length}: time ratio "
+              f"{row['time_ratio_mean']:.3f} over {len(row['pairs'])} pair(s) ({each}); "
+              f"top1 TTA {row['top1_tta_minus_plain_mean']:+.2%}")
 
 
 def write(path: Path, data: dict) -> None:
@@ -163,7 +203,9 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.command == "merge":
-        records = [r for p in args.inputs for r in json.loads(p.read_text())["records"]]
+        # Records written before runs carried an invocation id came one file per invocation.
+        records = [{"invocation": p.name} | r for p in args.inputs
+                   for r in json.loads(p.read_text())["records"]]
     else:
         if args.part != "ddpcifar" and Path(args.spec).stem not in PLAIN_RECIPES:
             parser.error(f"the plain script has no recipe for {args.spec} "
@@ -172,16 +214,20 @@ def main() -> int:
         ddp_extra = ["--set", f"train.epochs={args.epochs}"] if args.epochs else []
         plain_extra = ["--epochs", str(args.epochs)] if args.epochs else []
         records = []
+        invocation = f"{time.strftime('%Y-%m-%dT%H:%M:%S')}-{os.getpid()}"
         for seed in args.seeds:  # interleaved: a slow spell of the machine hits both
             if args.part in ("ddpcifar", "both"):
                 for nproc in args.nproc:
-                    records.append(run_ddpcifar(args.spec, nproc, seed, args.data, args.runs, ddp_extra))
+                    records.append(run_ddpcifar(args.spec, nproc, seed, args.data, args.runs, ddp_extra)
+                                   | {"invocation": invocation})
             if args.part in ("plain", "both"):
-                records.append(run_plain(Path(args.spec).stem, seed, args.data, plain_extra))
+                records.append(run_plain(Path(args.spec).stem, seed, args.data, plain_extra)
+                               | {"invocation": invocation})
             write(args.out, {"machine": machine(), "records": records})  # keep what is done
-    table = summarise(records)
-    write(args.out, {"machine": machine(), "records": records, "summary": table})
+    table, pairs = summarise(records), paired(records)
+    write(args.out, {"machine": machine(), "records": records, "summary": table, "paired": pairs})
     print_table(table)
+    print_pairs(pairs)
     return 0
 
 

@@ -60,6 +60,49 @@ def test_the_muon_recipe_is_compared_with_the_plain_muon_script():
     assert table["ddpcifar-airbench94-e9.9-n1"]["time_ratio_vs_plain"] == pytest.approx(2000 / 1800)
 
 
+def test_only_runs_of_one_invocation_are_paired():
+    table = tta.paired([
+        record("ddpcifar", 0, 0.90, 2200.0) | {"invocation": "a"},   # seed 0: separate invocations
+        record("plain", 0, 0.91, 1600.0) | {"invocation": "b"},
+        record("ddpcifar", 1, 0.90, 1900.0) | {"invocation": "c"},   # seed 1 side by side
+        record("plain", 1, 0.92, 2000.0) | {"invocation": "c"},
+        record("ddpcifar", 1, 0.90, 2100.0, nproc=2) | {"invocation": "c"},  # 2 ranks: not paired
+        record("ddpcifar", 2, 0.91, 1800.0) | {"invocation": "d"},   # seed 2 side by side
+        record("plain", 2, 0.90, 1500.0) | {"invocation": "d"},
+        record("ddpcifar", 0, 0.70, 300.0, epochs=1.5) | {"invocation": "e"},  # another length
+        record("plain", 0, 0.71, 200.0, epochs=1.5) | {"invocation": "e"},
+        record("ddpcifar", 3, 0.90, 1000.0),  # no invocation id: never paired
+        record("plain", 3, 0.90, 1000.0),
+    ])
+    assert set(table) == {"airbench94-e9.9", "airbench94-e1.5"}
+    row = table["airbench94-e9.9"]
+    assert [(p["invocation"], p["seed"]) for p in row["pairs"]] == [("c", 1), ("d", 2)]
+    assert row["time_ratio_mean"] == pytest.approx((1900 / 2000 + 1800 / 1500) / 2)
+    assert row["top1_tta_minus_plain_mean"] == pytest.approx((-0.02 + 0.01) / 2)
+    assert table["airbench94-e1.5"]["time_ratio_mean"] == pytest.approx(1.5)
+
+
+def test_merge_pairs_older_records_by_their_file(tmp_path: Path):
+    """Records written without an invocation id came one file per invocation."""
+    both, ddp, plain = tmp_path / "both.json", tmp_path / "ddp.json", tmp_path / "plain.json"
+    both.write_text(json.dumps({"records": [record("ddpcifar", 1, 0.90, 1900.0),
+                                            record("plain", 1, 0.91, 2000.0)]}))
+    ddp.write_text(json.dumps({"records": [record("ddpcifar", 0, 0.90, 2400.0)]}))
+    plain.write_text(json.dumps({"records": [record("plain", 0, 0.91, 1600.0)]}))
+    out = tmp_path / "merged.json"
+    done = subprocess.run([sys.executable, str(SCRIPT), "merge", str(both), str(ddp), str(plain),
+                           "--out", str(out)], capture_output=True, text=True, check=True)
+    merged = json.loads(out.read_text())
+    pairs = merged["paired"]["airbench94-e9.9"]["pairs"]
+    assert [(p["invocation"], p["seed"]) for p in pairs] == [("both.json", 1)]
+    assert merged["paired"]["airbench94-e9.9"]["time_ratio_mean"] == pytest.approx(0.95)
+    # The means still average all runs: (1900 + 2400) / (2000 + 1600).
+    assert merged["summary"]["ddpcifar-airbench94-e9.9-n1"]["time_ratio_vs_plain"] == \
+        pytest.approx(4300 / 3600)
+    assert all("invocation" in r for r in merged["records"])
+    assert "time ratio 0.950 over 1 pair(s)" in done.stdout
+
+
 def test_merge_command_writes_the_table(tmp_path: Path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps({"records": [record("ddpcifar", 0, 0.90, 1100.0)]}))
