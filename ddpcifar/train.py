@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
 
+from ddpcifar.engine.rundir import claim_run_dir
 from ddpcifar.errors import UserError, cli_main
 
 
@@ -64,11 +66,13 @@ def _run_torch(args: argparse.Namespace) -> int:
                      cuda=env.device.type == "cuda")
     if spec.model.engine == "numpy":
         return _run_numpy(spec, args, env.world_size)
-    with process_group(env, timeout_s=spec.distributed.timeout_s):
-        # Rank 0 decides and every rank follows, so all of them fail (or go on) together.
+    with ExitStack() as claim, process_group(env, timeout_s=spec.distributed.timeout_s):
+        # Rank 0 claims the run directory, decides and every rank follows, so all of them fail
+        # (or go on) together.
         decision: tuple[bool, str | None] = (False, None)
         if env.is_main:
             try:
+                claim.enter_context(claim_run_dir(spec.run_dir))
                 decision = (decide_resume(spec.run_dir, asked=args.resume,
                                           restarted=env.restart_count > 0), None)
             except UserError as err:
@@ -90,8 +94,9 @@ def _run_numpy(spec, args: argparse.Namespace, world_size: int) -> int:
     if args.resume:
         raise UserError("--resume: the NumPy engine (model 'scratch_cnn') does not resume; "
                         "start a new run with --set logging.run_name=NAME")
-    decide_resume(spec.run_dir, asked=False, restarted=False)
-    run_scratch_spec(spec)
+    with claim_run_dir(spec.run_dir):
+        decide_resume(spec.run_dir, asked=False, restarted=False)
+        run_scratch_spec(spec)
     return 0
 
 

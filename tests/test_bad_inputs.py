@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from ddpcifar.engine.checkpoint import load_checkpoint, save_checkpoint
+from ddpcifar.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -284,6 +285,48 @@ def test_existing_run_needs_resume(run_copy, capsys):
                    f"error: run directory {run} already exists; pass --resume to continue it or "
                    "pick another name with --set logging.run_name=NAME")
     assert snapshot(run) == before
+
+
+def test_run_directory_in_use_is_refused(tmp_path, capsys, data_copy):
+    """A second launch into a directory that a live run holds fails before it writes anything,
+    even when the first has not written status.json yet (two launches started together)."""
+    from ddpcifar.engine.rundir import claim_run_dir
+
+    path = write_json(tmp_path / "s.json", base_spec(data_copy, tmp_path / "runs"))
+    run = tmp_path / "runs" / "good"
+    with claim_run_dir(run):
+        one_line_error(capsys, train([path]),
+                       f"error: run directory {run} is in use by another run (pid {os.getpid()}); "
+                       "wait for it to finish or pick another name with --set logging.run_name=NAME")
+        assert [p.name for p in run.iterdir()] == [".lock"]
+    # Released: the lock and the directories the claim created are gone, and a run can start.
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_killed_holder_leaves_no_stale_claim(tmp_path):
+    from ddpcifar.engine.rundir import claim_run_dir
+
+    run = tmp_path / "runs" / "good"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom ddpcifar.engine.rundir import claim_run_dir\n"
+         f"with claim_run_dir({str(run)!r}):\n    print('held', flush=True)\n    time.sleep(600)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(UserError, match=f"in use by another run \\(pid {holder.pid}\\)"):
+            with claim_run_dir(run):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (run / ".lock").exists()  # SIGKILL: no clean-up ran, yet the kernel dropped the lock
+    with claim_run_dir(run):
+        assert (run / ".lock").read_text() == f"{os.getpid()}\n"
+
+
+def test_finished_run_leaves_no_lock(run_copy):
+    _, run, before = run_copy
+    assert "summary.json" in before and ".lock" not in before
 
 
 def test_resume_without_a_run(tmp_path, capsys):

@@ -7,15 +7,18 @@ never need a rank check.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from ddpcifar.atomic import atomic_open, write_json
+from ddpcifar.errors import UserError
 
 FORMAT_VERSION = 1
 
@@ -36,6 +39,54 @@ def spread_by_class(true_classes: Sequence[int], limit: int) -> list[int]:
         picked.extend(q[depth] for q in queues if depth < len(q))
         depth += 1
     return sorted(picked[:limit])
+
+
+LOCK_NAME = ".lock"
+
+
+@contextmanager
+def claim_run_dir(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the run directory for one run: a second run launched into it is refused.
+
+    An exclusive flock on `<run>/.lock`, taken before the directory is checked for an existing
+    run and held until training ends, so two launches of the same run name (a script started
+    twice) cannot both pass that check and write into one directory. The kernel releases the
+    lock when its process dies, so a crashed or killed run leaves nothing stale behind. On
+    release the lock file goes, and so do the directories it created if they are still empty.
+    """
+    run_dir = Path(path)
+    created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = run_dir / LOCK_NAME
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"run directory {run_dir} is in use by another run (pid {holder}); "
+                            "wait for it to finish or pick another name with "
+                            "--set logging.run_name=NAME") from None
+        try:  # the holder before us may have removed the file between our open and flock
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(fd)
+        for d in created:  # innermost first
+            try:
+                d.rmdir()
+            except OSError:
+                break
 
 
 class RunDir:
