@@ -13,6 +13,10 @@ export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
 for pair in $EPOCHS; do
     model="${pair%%=*}"; epochs="${pair#*=}"
     name="$model-e$epochs-n$NPROC"
+    # A live run holds a flock on .lock (docs/run_directory.md): never delete it.
+    if [ -e "$RUNS/$name/.lock" ] && ! flock -n "$RUNS/$name/.lock" true; then
+        echo "error: $RUNS/$name is in use by a running training" >&2; exit 1
+    fi
     rm -rf "${RUNS:?}/$name"
     echo "== $model: .venv/bin/torchrun --standalone --nproc_per_node=$NPROC -m ddpcifar.train specs/$model.json --set train.epochs=$epochs --set logging.runs_dir=$RUNS --set logging.run_name=$name"
     SECONDS=0

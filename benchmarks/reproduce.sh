@@ -50,6 +50,10 @@ for model in "${MODELS[@]}"; do
         if [ -d "$dir/checkpoints" ] && [ "$model" != scratch_cnn ]; then
             cmd+=(--resume)
         elif [ -d "$dir" ]; then
+            # A live run holds a flock on .lock (docs/run_directory.md): never delete it.
+            if [ -e "$dir/.lock" ] && ! flock -n "$dir/.lock" true; then
+                echo "error: $dir is in use by a running training" >&2; exit 1
+            fi
             rm -rf "${dir:?}"
         fi
         echo "== $name: ${cmd[*]}"
