@@ -4,7 +4,7 @@ no damage to an existing run.
 Most cases run in-process through `ddpcifar.train.main` / `ddpcifar.evaluate.main` (fast);
 the `slow` ones at the end go through real subprocesses, torchrun included, to prove the exit
 status and the absence of a traceback on stderr. Each case asserts the stable part of its
-exact message. `CASES` at the bottom counts them (the README quotes the number).
+exact message. The README quotes the number of tests collected from this file.
 """
 
 from __future__ import annotations
