@@ -94,11 +94,16 @@ def _timed(cmd: list[str]) -> dict:
 PLAIN_RECIPES = ("airbench94", "airbench94_muon")  # what benchmarks/airbench_plain.py trains
 
 
-def group_key(record: dict) -> str:
-    """Runs that may be averaged together: the same part, recipe, length and number of ranks."""
+def recipe_length(record: dict) -> str:
+    """The recipe and its length, e.g. `airbench94-e9.9`: what a ddpcifar run and a plain one share."""
     recipe = (Path(record["spec"]).stem if record["part"] == "ddpcifar"
               else record.get("recipe", PLAIN_RECIPES[0]))
-    return f"{record['part']}-{recipe}-e{record['epochs']:g}-n{record['nproc']}"
+    return f"{recipe}-e{record['epochs']:g}"
+
+
+def group_key(record: dict) -> str:
+    """Runs that may be averaged together: the same part, recipe, length and number of ranks."""
+    return f"{record['part']}-{recipe_length(record)}-n{record['nproc']}"
 
 
 def summarise(records: list[dict]) -> dict:
@@ -119,12 +124,12 @@ def summarise(records: list[dict]) -> dict:
                       "images_per_s_mean": statistics.mean(r["images_per_s"] for r in rs)}
     for key, row in table.items():
         part, rest = key.split("-", 1)
-        recipe_length, nproc = rest.rsplit("-", 1)
-        plain = table.get(f"plain-{recipe_length}-n1")
+        recipe, nproc = rest.rsplit("-", 1)
+        plain = table.get(f"plain-{recipe}-n1")
         if part == "ddpcifar" and plain:
             row["time_ratio_vs_plain"] = row["time_s_mean"] / plain["time_s_mean"]
             row["top1_tta_minus_plain"] = row["top1_tta_mean"] - plain["top1_tta_mean"]
-        one_rank = table.get(f"{part}-{recipe_length}-n1")
+        one_rank = table.get(f"{part}-{recipe}-n1")
         if part == "ddpcifar" and nproc != "n1" and one_rank:
             row["throughput_vs_n1"] = row["images_per_s_mean"] / one_rank["images_per_s_mean"]
     return table
@@ -140,14 +145,13 @@ def paired(records: list[dict]) -> dict:
     for r in records:
         if r["nproc"] != 1 or r.get("invocation") is None:
             continue
-        recipe_length = group_key(r).split("-", 1)[1].rsplit("-", 1)[0]
-        sides.setdefault((recipe_length, r["invocation"], r["seed"]), {})[r["part"]] = r
+        sides.setdefault((recipe_length(r), r["invocation"], r["seed"]), {})[r["part"]] = r
     out: dict[str, dict] = {}
-    for (recipe_length, invocation, seed), side in sorted(sides.items()):
+    for (recipe, invocation, seed), side in sorted(sides.items()):
         if {"ddpcifar", "plain"} - set(side):
             continue
         ddp, plain = side["ddpcifar"], side["plain"]
-        row = out.setdefault(recipe_length, {"pairs": []})
+        row = out.setdefault(recipe, {"pairs": []})
         row["pairs"].append({"invocation": invocation, "seed": seed,
                              "time_ratio": ddp["time_s"] / plain["time_s"],
                              "top1_tta_minus_plain": ddp["top1_tta"] - plain["top1_tta"]})
@@ -170,9 +174,9 @@ def print_table(table: dict) -> None:
 
 
 def print_pairs(pairs: dict) -> None:
-    for recipe_length, row in pairs.items():
+    for recipe, row in pairs.items():
         each = ", ".join(f"seed {p['seed']} {p['time_ratio']:.3f}" for p in row["pairs"])
-        print(f"side by side, ddpcifar 1 rank / plain, {recipe_length}: time ratio "
+        print(f"side by side, ddpcifar 1 rank / plain, {recipe}: time ratio "
               f"{row['time_ratio_mean']:.3f} over {len(row['pairs'])} pair(s) ({each}); "
               f"top1 TTA {row['top1_tta_minus_plain_mean']:+.2%}")
 
