@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.tui_fixtures import NOW, epoch_lines, write_run  # noqa: E402
 from tui.app import DashboardApp  # noqa: E402
 from tui.metrics import MetricsLog, MetricsTail  # noqa: E402
-from tui.runs import RunScanner  # noqa: E402
+from ddpcifar.runs.reader import RunScanner  # noqa: E402
 from tui.widgets.line_chart import LineChart  # noqa: E402
 from tui.widgets.run_table import RunTable  # noqa: E402
 

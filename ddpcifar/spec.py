@@ -21,7 +21,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 
 from ddpcifar.data.config import AugmentConfig, DataConfig, check_compatible
 from ddpcifar.errors import UserError, cli_main
-from ddpcifar.models import model_names
+from ddpcifar.catalog import model_names, whitening_stem_models
 
 SPEC_VERSION = 1
 # The NumPy engine's network is not a torch module, so it is not in the model registry.
@@ -297,8 +297,6 @@ class RunSpec(Section):
         return self
 
     def _torch_engine_checks(self) -> None:
-        from ddpcifar.models import whitening_stem_models
-
         if self.model.whitening is not None and self.model.name not in whitening_stem_models():
             raise ValueError(f"model.whitening: model {self.model.name!r} has no whitening stem "
                              f"(allowed models: {', '.join(whitening_stem_models())})")

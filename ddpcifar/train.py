@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
 
-from ddpcifar.engine.rundir import claim_run_dir
+from ddpcifar.runs.rundir import claim_run_dir, has_started
 from ddpcifar.errors import UserError, cli_main
 
 
@@ -39,7 +39,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def decide_resume(run_dir: Path, *, asked: bool, restarted: bool) -> bool:
     """New run or resume? Refuse to overwrite an existing run unless told to resume."""
-    started = (run_dir / "status.json").exists() or (run_dir / "metrics.jsonl").exists()
+    started = has_started(run_dir)  # a run queued by `ddpcifar.runs` has not started yet
     has_checkpoint = any((run_dir / "checkpoints" / n).exists() for n in ("last.pt", "prev.pt"))
     if asked and not started:
         raise UserError(f"--resume: no run to resume at {run_dir}")

@@ -290,7 +290,7 @@ def test_existing_run_needs_resume(run_copy, capsys):
 def test_run_directory_in_use_is_refused(tmp_path, capsys, data_copy):
     """A second launch into a directory that a live run holds fails before it writes anything,
     even when the first has not written status.json yet (two launches started together)."""
-    from ddpcifar.engine.rundir import claim_run_dir
+    from ddpcifar.runs.rundir import claim_run_dir
 
     path = write_json(tmp_path / "s.json", base_spec(data_copy, tmp_path / "runs"))
     run = tmp_path / "runs" / "good"
@@ -304,11 +304,11 @@ def test_run_directory_in_use_is_refused(tmp_path, capsys, data_copy):
 
 
 def test_a_killed_holder_leaves_no_stale_claim(tmp_path):
-    from ddpcifar.engine.rundir import claim_run_dir
+    from ddpcifar.runs.rundir import claim_run_dir
 
     run = tmp_path / "runs" / "good"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom ddpcifar.engine.rundir import claim_run_dir\n"
+        [sys.executable, "-c", "import sys, time\nfrom ddpcifar.runs.rundir import claim_run_dir\n"
          f"with claim_run_dir({str(run)!r}):\n    print('held', flush=True)\n    time.sleep(600)"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

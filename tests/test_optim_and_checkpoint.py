@@ -168,7 +168,7 @@ def test_foreign_file_is_not_a_checkpoint(tmp_path):
 
 
 def test_saved_samples_cover_every_class_in_index_order():
-    from ddpcifar.engine.rundir import spread_by_class
+    from ddpcifar.runs.rundir import spread_by_class
 
     # A class-ordered split: class 0's mistakes come first by index.
     true = [i // 10 for i in range(30)]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddpcifar.engine.rundir import RunDir
+from ddpcifar.runs.rundir import RunDir
 from ddpcifar.scratch import Augment, ScratchSettings, Splits, train_scratch
 
 rng = np.random.default_rng(0)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from ddpcifar.engine.numpy_runner import scratch_settings
-from ddpcifar.engine.rundir import NullRunDir
+from ddpcifar.runs.rundir import NullRunDir
 from ddpcifar.errors import UserError
 from ddpcifar.schedule import lr_factor
 from ddpcifar.scratch.augment import Augment, Draws, apply, augment, mean_fill
@@ -439,7 +439,7 @@ def test_data_order_is_the_torch_engines_for_one_process():
 
 
 def test_eval_every_and_save_best_reach_the_run_directory(tmp_path):
-    from ddpcifar.engine.rundir import RunDir
+    from ddpcifar.runs.rundir import RunDir
     from ddpcifar.scratch.trainer import train_scratch
 
     settings = scratch_settings(spec_of(tmp_path, ["train.epochs=3", "eval.every=2",

@@ -13,7 +13,7 @@ import pytest
 
 from ddpcifar.data.meta import CIFAR10_CLASSES
 from ddpcifar.engine.numpy_runner import run_scratch_spec, scratch_settings
-from ddpcifar.engine.rundir import RunDir
+from ddpcifar.runs.rundir import RunDir
 from ddpcifar.errors import UserError
 from ddpcifar.scratch.augment import Normalizer
 from ddpcifar.scratch.network import Sequential
@@ -95,7 +95,9 @@ def test_train_scratch_writes_the_documented_run_directory(prepared_data, tmp_pa
     assert [m["step"] for m in evals] == [steps_per_epoch, 2 * steps_per_epoch]
     for m in evals:
         v = m["values"]
-        assert set(v) == EVAL_KEYS | {"train_loss", "train_top1", "val_top1"}
+        assert set(v) == EVAL_KEYS | {"train_loss", "train_top1", "val_loss", "val_top1",
+                                      "val_top3", "val_top5", "val_count"}
+        assert v["val_count"] == 200  # 20 % of the 1,000 train images
         assert v["count"] == len(test.labels) == 200
         assert len(v["per_class"]) == 10
         assert np.asarray(v["confusion"]).sum() == 200
@@ -117,7 +119,9 @@ def test_train_scratch_writes_the_documented_run_directory(prepared_data, tmp_pa
     on_disk = json.loads((run / "summary.json").read_text())
     assert on_disk["final"] == summary["final"]
     assert set(summary["final"]) == EVAL_KEYS | {"epoch"} and summary["final"]["epoch"] == 2
-    assert set(summary["best"]) == EVAL_KEYS | {"epoch", "checkpoint"}
+    assert set(summary["best"]) == EVAL_KEYS | {"epoch", "checkpoint", "selected_by", "val_loss",
+                                                "val_top1", "val_top3", "val_top5", "val_count"}
+    assert summary["best"]["selected_by"] == "val_loss"  # a validation split chooses best
     assert summary["parameters"] == 4 * 27 + 4 + 64 * 10 + 10
     assert summary["wall_time_s"] > 0 and summary["images_per_s"] > 0
     assert (run / summary["best"]["checkpoint"]).is_file()
@@ -154,7 +158,7 @@ def test_train_scratch_learns_a_learnable_task(tmp_path):
     splits = Splits(train_x, train_y, test_x, test_y, (60.0,) * 3, (60.0,) * 3, num_classes=10)
     summary = train_scratch(settings, splits, make_rundir(tmp_path / "run", 3), progress=False)
     assert summary["final"]["top1"] > 0.9  # chance is 0.1
-    assert summary["val_top1"] > 0.9
+    assert summary["val"]["top1"] > 0.9
 
 
 def test_failed_run_is_marked_failed(tmp_path):

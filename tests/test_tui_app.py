@@ -43,7 +43,7 @@ async def test_run_list_sort_and_filter(runs: Path) -> None:
         assert t.visible_names == ["broken", "era_live", "era_short", "ghost", "resnet_long"]
         status = {n: str(t.get_row(n)[3]) for n in t.visible_names}
         assert status == {"broken": "failed", "era_live": "running", "era_short": "finished",
-                          "ghost": "stale", "resnet_long": "finished"}
+                          "ghost": "lost", "resnet_long": "finished"}
         assert str(t.get_row("era_live")[7]) == "1h02m"  # NOW - T0 from the injected clock
         for _ in range(4):  # name -> model -> status -> epoch -> best top-1
             await pilot.press("o")

@@ -12,7 +12,7 @@ import pytest
 
 from tui_fixtures import CLASSES, NOW, T0, dead_pid, make_fixture_runs, write_run
 from tui.metrics import MetricsLog, MetricsTail, ema, latest_evaluation
-from tui.runs import RunScanner, compact_json
+from ddpcifar.runs.reader import RunScanner, compact_json
 from tui.samples import SamplesError, caption, load_samples, sample_epochs
 from tui.widgets.halfblock import downscale, image_rows, upscale
 from tui.widgets.line_chart import rasterise
@@ -113,7 +113,7 @@ def test_scanner_states_and_elapsed(tmp_path: Path) -> None:
     assert sorted(by) == sorted(runs)
     assert by["resnet_long"].state == "finished" and by["resnet_long"].elapsed_s == 245.0
     assert by["era_live"].state == "running" and by["era_live"].elapsed_s == NOW - T0
-    assert by["ghost"].state == "stale"  # running, pid dead, updated an hour ago
+    assert by["ghost"].state == "lost"  # running, pid dead, updated an hour ago
     assert by["broken"].state == "failed" and by["broken"].error.startswith("RuntimeError")
     assert by["era_live"].epoch == 3 and by["era_live"].epochs == 10
     assert by["resnet_long"].classes == tuple(CLASSES)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from tui.metrics import Curves
-from tui.runs import RunInfo
+from ddpcifar.runs.reader import RunInfo
 from tui.samples import Samples
 
 

@@ -14,7 +14,7 @@ from textual.message import Message
 
 from tui.messages import MetricsUpdated, ReadProblem, RunsScanned, SampleEpochsListed
 from tui.metrics import CHUNK_BYTES, MetricsLog, MetricsTail
-from tui.runs import RunScanner
+from ddpcifar.runs.reader import RunScanner
 from tui.samples import sample_epochs
 
 

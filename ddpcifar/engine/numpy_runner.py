@@ -12,7 +12,7 @@ from typing import Any
 from ddpcifar.data.beton import read_split
 from ddpcifar.data.meta import DataMeta, load_meta
 from ddpcifar.data.orders import subset_positions
-from ddpcifar.engine.rundir import RunDir
+from ddpcifar.runs.rundir import RunDir
 from ddpcifar.scratch.augment import Augment
 from ddpcifar.scratch.network import DEFAULT_ARCHITECTURE
 from ddpcifar.scratch.settings import ScratchSettings
@@ -75,6 +75,16 @@ class _WithTensorBoard:
     def __init__(self, run: RunDir, tb: Any) -> None:
         self.run, self.tb, self.path = run, tb, run.path
         self._step = 0
+
+    @property
+    def is_writer(self) -> bool:
+        return True
+
+    def status(self) -> dict[str, Any]:
+        return self.run.status()
+
+    def elapsed(self) -> float:
+        return self.run.elapsed()
 
     def log(self, kind: str, *, epoch: float, step: int, values: dict[str, Any]) -> None:
         self.run.log(kind, epoch=epoch, step=step, values=values)

@@ -4,7 +4,9 @@ Everything rank-dependent is decided in `__init__`: rank 0 gets a real run direc
 TensorBoard writer and progress bar, the other ranks null ones with the same methods. Collectives
 (metric reductions, sample gathering) therefore run on every rank, never inside a rank guard.
 The model is built and wrapped by ddpcifar.engine.wrap; what a checkpoint holds, and how a
-resume checks and restores it, is ddpcifar.engine.state.
+resume checks and restores it, is ddpcifar.engine.state; what a run reports (evaluations, the
+best one, summary.json, how it ended) is ddpcifar.runs.report, shared with the NumPy engine.
+SIGTERM or Ctrl-C on any rank stops every rank after the same step, with a checkpoint.
 """
 
 from __future__ import annotations
@@ -26,10 +28,9 @@ from ddpcifar.data.orders import subset_positions
 from ddpcifar.engine.averaging import WeightAverage
 from ddpcifar.engine.checkpoint import rotate_and_save, save_checkpoint
 from ddpcifar.engine.device import configure_backends
-from ddpcifar.engine.distributed import DistEnv, all_reduce_sum, as_peer_timeout
+from ddpcifar.engine.distributed import DistEnv, StopVote, all_reduce_sum, as_peer_timeout
 from ddpcifar.engine.evaluation import evaluate
 from ddpcifar.engine.optim import ParamRoles, TrainOptimizer
-from ddpcifar.engine.rundir import NullRunDir, RunDir, spread_by_class
 from ddpcifar.engine.state import gather_state, load_resume_state, restore_state
 from ddpcifar.engine.tensorboard import NullTensorBoard, TensorBoardSink
 from ddpcifar.engine.wrap import build_on_device, resolve_amp, wrap_model
@@ -37,7 +38,15 @@ from ddpcifar.metrics import EvalResult, RunningSums
 from ddpcifar.models.inspect import count_parameters
 from ddpcifar.models.whitening import init_whitening
 from ddpcifar.progress import NullProgress, TrainingProgress
+from ddpcifar.runs import states
+from ddpcifar.runs.report import Reporter, one_line
+from ddpcifar.runs.rundir import NullRunDir, RunDir
+from ddpcifar.runs.stopping import StopNow, StopRequest
 from ddpcifar.spec import RunSpec
+
+
+class _StopRequested(Exception):
+    """Every rank agreed to stop after the current step (its checkpoint is written)."""
 
 
 class Trainer:
@@ -105,9 +114,12 @@ class Trainer:
         self.console = (TrainingProgress(epochs=self.num_epochs, steps_per_epoch=self.steps_per_epoch)
                         if env.is_main and spec.logging.progress else NullProgress())
 
+        self.reporter = Reporter(self.run, max_samples=spec.eval.max_samples,
+                                 sample_images=self._test_images_at)
+        self.stop = StopRequest()
+        self.stop_vote = StopVote(env)
         self.epoch = 0  # epochs completed
         self.step = 0
-        self.best: dict[str, Any] | None = None
         self.epoch_rates: list[float] = []
         # This rank's (window, total) sums of a mid-epoch checkpoint, for the epoch it resumes.
         self._partial: list[list[float]] | None = None
@@ -145,48 +157,75 @@ class Trainer:
     # ---------------------------------------------------------------- training
 
     def fit(self) -> dict[str, Any]:
-        """Train to the last epoch; mark the run failed (and re-raise) on any error."""
+        """Train to the last epoch, or until a stop request; mark the run failed (and re-raise)
+        on any error."""
         try:
-            t_start = time.perf_counter()
-            last: EvalResult | None = None
-            for epoch in range(self.epoch, self.num_epochs):
-                t_epoch = time.perf_counter()
-                train_loss, train_top1 = self._train_epoch(epoch)
-                self.epoch = epoch + 1
-                final = self.epoch == self.num_epochs
-                if self.averaging is not None:
-                    self.averaging.end_of_epoch(final)  # lookahead: the average becomes the model
-                self.timing["train_s"] += time.perf_counter() - t_epoch
-                if final or self.epoch % self.spec.eval.every == 0:
-                    t_eval = time.perf_counter()
-                    last = self._evaluate(train_loss, train_top1, final=final)
-                    if final:
-                        self.timing["final_eval_s"] = time.perf_counter() - t_eval
-                if final or self.epoch % self.spec.checkpoint.every_epochs == 0:
-                    state = self._gather_state()  # collective: every rank takes part
-                    if self.run.is_writer:  # only rank 0 writes (concurrent writers corrupt it)
-                        rotate_and_save(self.run.path / "checkpoints", "last", state)
-            if last is None:  # resumed after the final epoch: evaluate what we have
-                last = self._evaluate(float("nan"), float("nan"), final=True)
-            summary = self._summary(last, time.perf_counter() - t_start)
-            self.run.write_summary(summary)
-            self.tb.hparams(self._hparams(), {"best_top1": self.best["top1"] if self.best else 0.0,
-                                              "final_top1": last.top1,
-                                              **({"final_top1_tta": last.top1_tta}
-                                                 if last.top1_tta is not None else {})})
-            self.run.finish("finished")
-            return summary
+            with self.stop:
+                return self._fit()
+        except _StopRequested:
+            return self._stopped()
+        except StopNow as err:
+            self.reporter.end(states.STOPPED, f"interrupted by a {err} before a checkpoint; "
+                                              "resume continues from the last one")
+            raise
         except BaseException as err:
             timeout = as_peer_timeout(err, rank=self.env.rank,
                                       timeout_s=self.spec.distributed.timeout_s)
             if timeout is not None:
-                self.run.finish("failed", error=str(timeout))
+                self.reporter.fail(str(timeout))
                 raise timeout from None
-            self.run.finish("failed", error=f"{type(err).__name__}: {err}".splitlines()[0][:300])
+            self.reporter.fail(one_line(err))
             raise
         finally:
             self.console.close()
             self.tb.close()
+
+    def _fit(self) -> dict[str, Any]:
+        t_start = time.perf_counter()
+        last: EvalResult | None = None
+        for epoch in range(self.epoch, self.num_epochs):
+            t_epoch = time.perf_counter()
+            train_loss, train_top1 = self._train_epoch(epoch)
+            self.epoch = epoch + 1
+            final = self.epoch == self.num_epochs
+            if self.averaging is not None:
+                self.averaging.end_of_epoch(final)  # lookahead: the average becomes the model
+            self.timing["train_s"] += time.perf_counter() - t_epoch
+            if final or self.epoch % self.spec.eval.every == 0:
+                t_eval = time.perf_counter()
+                last = self._evaluate(train_loss, train_top1, final=final)
+                if final:
+                    self.timing["final_eval_s"] = time.perf_counter() - t_eval
+            if final or self.epoch % self.spec.checkpoint.every_epochs == 0:
+                self._save_last()
+        if last is None:  # resumed after the final epoch: evaluate what we have
+            last = self._evaluate(float("nan"), float("nan"), final=True)
+        summary = self._summary(states.FINISHED, time.perf_counter() - t_start)
+        self.tb.hparams(self._hparams(), {"best_top1": (self.best or {}).get("top1", 0.0),
+                                          "final_top1": last.top1,
+                                          **({"final_top1_tta": last.top1_tta}
+                                             if last.top1_tta is not None else {})})
+        self.reporter.end(states.FINISHED)
+        return summary
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        return self.reporter.best
+
+    def _save_last(self, partial: tuple[RunningSums, ...] | None = None) -> None:
+        state = self._gather_state(partial)  # collective: every rank takes part
+        if self.run.is_writer:  # only rank 0 writes (concurrent writers corrupt it)
+            rotate_and_save(self.run.path / "checkpoints", "last", state)
+
+    def _stopped(self) -> dict[str, Any]:
+        """Every rank stopped after the same step and its checkpoint is written: say so."""
+        summary = self._summary(states.STOPPED, self.timing["train_s"])
+        self.reporter.end(states.STOPPED, f"{self.stop.describe()} at step {self.step} (epoch "
+                                          f"{self.step / self.steps_per_epoch:.2f}); resume "
+                                          "continues from checkpoints/last.pt")
+        self.console.message(f"stopped at step {self.step}: checkpoint written, resume with "
+                             f"--resume")
+        return summary
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         spec = self.spec
@@ -227,10 +266,12 @@ class Trainer:
                 self.console.advance(0, loss=values["loss"], acc=values["top1"],
                                      ips=values["images_per_s"])
                 window, t_window = self._sums(), now
+            if self.stop_vote.any(self.stop.requested):  # a collective, every step
+                self._save_last(partial=(window, total))
+                self.timing["train_s"] += time.perf_counter() - t0
+                raise _StopRequested
             if every and self.step % every == 0 and not (last_in_epoch and epoch_checkpoint):
-                state = self._gather_state(partial=(window, total))  # collective
-                if self.run.is_writer:
-                    rotate_and_save(self.run.path / "checkpoints", "last", state)
+                self._save_last(partial=(window, total))
             self.console.advance(1)
         elapsed = time.perf_counter() - t0
         reduced = _all_ranks(total)
@@ -279,23 +320,20 @@ class Trainer:
         with self._averaged():
             result = evaluate(self.net, self.test_loader, num_classes=len(self.classes),
                               amp_dtype=self.amp_dtype, device=self.env.device, tta=tta)
-        metrics = result.metrics()
-        values = {**metrics, "train_loss": train_loss, "train_top1": train_top1}
-        self.run.log("eval", epoch=self.epoch, step=self.step, values=values)
-        self.tb.scalars("eval", {k: v for k, v in metrics.items() if k != "count"}, self.step)
-        improved = self.best is None or result.loss < self.best["loss"]
-        if improved:
-            self.best = {"epoch": self.epoch, **metrics, "checkpoint": "checkpoints/best.pt"}
-        if self.run.is_writer:
-            self._write_samples(result)
-        if improved and self.spec.checkpoint.save_best:
+        rate = self.epoch_rates[-1] if self.epoch_rates else None
+        report = self.reporter.evaluation(
+            epoch=self.epoch, step=self.step, result=result, val=None, train_loss=train_loss,
+            train_top1=train_top1,
+            checkpoint="checkpoints/best.pt" if self.spec.checkpoint.save_best else None,
+            images_per_s=rate)
+        self.tb.scalars("eval", {k: v for k, v in result.metrics().items() if k != "count"},
+                        self.step)
+        self.tb.misclassified(report.samples[:50], self.step)
+        if report.improved and self.spec.checkpoint.save_best:
             with self._averaged():  # best.pt holds the weights that were evaluated
                 state = self._gather_state()  # collective: every rank takes part
             if self.run.is_writer:
                 save_checkpoint(self.run.path / "checkpoints" / "best.pt", state)
-        rate = self.epoch_rates[-1] if self.epoch_rates else None
-        self.run.write_status(epoch=self.epoch, best_top1=self.best["top1"], last_top1=result.top1,
-                              images_per_s=rate)
         tta_text = f"  top1 TTA{result.tta} {result.top1_tta:.2%}" if result.top1_tta is not None else ""
         self.console.message(
             f"epoch {self.epoch}/{self.num_epochs}: test loss {result.loss:.4f}  "
@@ -307,19 +345,11 @@ class Trainer:
         """Context: the EMA weights in the model (evaluation, best.pt); a no-op otherwise."""
         return self.averaging.applied() if self.averaging is not None else nullcontext()
 
-    def _write_samples(self, result: EvalResult) -> None:
-        keep = spread_by_class([r[1] for r in result.misclassified], self.spec.eval.max_samples)
-        rows = [result.misclassified[i] for i in keep]
+    def _test_images_at(self, index: np.ndarray) -> np.ndarray:
+        """Test images by position in the split (the misclassified ones a run keeps)."""
         if self._test_images is None:
             self._test_images, _ = read_split(self.spec.data.dir, "test")
-        index = np.array([r[0] for r in rows], dtype=np.int64)
-        images = self._test_images[index] if len(rows) else np.zeros((0, 32, 32, 3), np.uint8)
-        self.run.write_samples(self.epoch, images=images,
-                               true=np.array([r[1] for r in rows], dtype=np.int64),
-                               pred=np.array([r[2] for r in rows], dtype=np.int64),
-                               confidence=np.array([r[3] for r in rows], dtype=np.float32),
-                               index=index)
-        self.tb.misclassified(images[:50], self.step)
+        return self._test_images[index]
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -341,29 +371,24 @@ class Trainer:
         self._partial = restore_state(state, self.env, optimizer=self.optimizer,
                                       averaging=self.averaging, scaler=self.scaler)
         self.timing.update(state.get("timing") or {})
-        self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.reporter.best = state["best"]
         self.epoch_rates = list(state["epoch_rates"])
         self.run.truncate_metrics(state["metrics_bytes"])
         self.run.write_status(epoch=self.epoch, state="running", error=None)
 
     # ---------------------------------------------------------------- reporting
 
-    def _summary(self, last: EvalResult, wall: float) -> dict[str, Any]:
+    def _summary(self, state: str, wall: float) -> dict[str, Any]:
         rates = self.epoch_rates[1:] or self.epoch_rates  # the first epoch includes warm-up
-        return {
-            "wall_time_s": round(self.run.elapsed(), 3),
-            "train_time_s": round(wall, 3),
-            "images_per_s": float(np.mean(rates)) if rates else None,
-            "parameters": self.parameters,
-            "steps": self.step,
-            "epochs": self.spec.train.epochs,
+        return self.reporter.summary(
+            state=state, epochs=self.spec.train.epochs, epochs_done=self.epoch, steps=self.step,
+            parameters=self.parameters, train_time_s=wall,
+            images_per_s=float(np.mean(rates)) if rates else None,
             # airbench's convention: whitening + training steps + the final (TTA) evaluation;
             # start-up, data loading and the other evaluations excluded.
-            "timing": {**{k: round(v, 3) for k, v in self.timing.items()},
-                       "time_to_accuracy_s": round(sum(self.timing.values()), 3)},
-            "best": self.best,
-            "final": {"epoch": self.epoch, **last.metrics()},
-        }
+            timing={**self.timing, "time_to_accuracy_s": sum(self.timing.values())},
+            checkpoint="checkpoints/last.pt")
 
     def _hparams(self) -> dict[str, Any]:
         s = self.spec

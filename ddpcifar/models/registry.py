@@ -10,6 +10,7 @@ from typing import Callable, TypeVar
 
 from torch import nn
 
+from ddpcifar import catalog
 from ddpcifar.errors import UserError
 
 # A builder is a model class (or any callable) taking `num_classes` and returning a module.
@@ -28,6 +29,7 @@ def register(name: str) -> Callable[[B], B]:
         if name in _BUILDERS:
             raise ValueError(f"model name registered twice: {name}")
         _BUILDERS[name] = builder
+        catalog.add(name, whitening_stem=bool(getattr(builder, "whitening_stem", None)))
         return builder
 
     return decorator

@@ -4,9 +4,11 @@
 'scratch_cnn', through ddpcifar.engine.numpy_runner, which reads the prepared betons into NumPy
 arrays and copies the validated run spec into `ScratchSettings`. This module reads no files and
 imports nothing but NumPy and the torch-free ddpcifar.schedule, ddpcifar.metrics and
-ddpcifar.progress (shared with the torch engine): it holds out a seeded validation part of the
-train split, trains with the spec's optimizer, schedule, loss and augmentation, evaluates test
-(and validation) accuracy, and writes through `rundir` (docs/run_directory.md).
+ddpcifar.progress (shared with the torch engine), and ddpcifar.runs, the torch-free run
+lifecycle: it holds out a seeded validation part of the train split, trains with the spec's
+optimizer, schedule, loss and augmentation, evaluates test (and validation) accuracy, and
+reports through a `ddpcifar.runs.report.Reporter` (docs/run_directory.md), stopping cleanly on
+SIGTERM or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Iterator
 
 import numpy as np
 
 from ddpcifar.errors import UserError
 from ddpcifar.metrics import EvalResult, RunningSums
 from ddpcifar.progress import NullProgress, TrainingProgress
+from ddpcifar.runs import states
+from ddpcifar.runs.report import Reporter, RunWriter, one_line
+from ddpcifar.runs.stopping import StopNow, StopRequest
 from ddpcifar.schedule import lr_factor
 from ddpcifar.scratch.augment import Normalizer, augment, mean_fill
 from ddpcifar.scratch.blas import set_blas_threads
@@ -32,18 +37,11 @@ from ddpcifar.scratch.settings import ScratchSettings
 
 FINAL_CHECKPOINT = "checkpoints/scratch_final.npz"
 BEST_CHECKPOINT = "checkpoints/scratch_best.npz"
+STOPPED_CHECKPOINT = "checkpoints/scratch_last.npz"  # the weights when a stop request came
 
 
-class RunWriter(Protocol):
-    """The part of ddpcifar.engine.rundir.RunDir / NullRunDir this trainer uses."""
-
-    path: Path
-
-    def log(self, kind: str, *, epoch: float, step: int, values: dict[str, Any]) -> None: ...
-    def write_status(self, **changes: Any) -> None: ...
-    def write_samples(self, epoch: int, **arrays: Any) -> Any: ...
-    def write_summary(self, summary: dict[str, Any]) -> None: ...
-    def finish(self, state: str = "finished", error: str | None = None) -> None: ...
+class _StopRequested(Exception):
+    """Raised between steps when a stop was asked for."""
 
 
 @dataclass(frozen=True)
@@ -151,28 +149,36 @@ def train_scratch(settings: ScratchSettings, splits: Splits, rundir: RunWriter, 
                   progress: bool = True) -> dict:
     """Train the scratch CNN on in-memory `splits`, write the run directory, return the summary.
 
-    Any error marks the run failed (status.json, one line) before it propagates.
+    SIGTERM or Ctrl-C stops it after the current step: the weights go to scratch_last.npz and
+    the run ends as stopped (the NumPy engine does not resume; a clone starts it again). Any
+    error marks the run failed (status.json, one line) before it propagates.
     """
+    reporter: Reporter | None = None
     try:
         data = make_data(settings, splits)
-        summary = _fit(settings, data, rundir, progress)
-    except BaseException as err:
-        _mark_failed(rundir, err)
+        reporter = Reporter(rundir, max_samples=settings.max_samples,
+                            sample_images=lambda index: data.test_x[
+                                np.searchsorted(data.test_index, index)])
+        with StopRequest() as stop:
+            return _fit(settings, data, reporter, stop, progress)
+    except StopNow as err:
+        (reporter or Reporter(rundir, max_samples=0, sample_images=_none)).end(
+            states.STOPPED, f"interrupted by a {err}; nothing saved")
         raise
-    rundir.finish("finished")
-    return summary
+    except BaseException as err:
+        (reporter or Reporter(rundir, max_samples=0, sample_images=_none)).fail(one_line(err))
+        raise
 
 
-def _mark_failed(rundir: RunWriter, err: BaseException) -> None:
-    """status.json says failed, with a one-line reason, before the error propagates."""
-    message = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
-    rundir.finish("failed", error=(message.splitlines() or [type(err).__name__])[0])
+def _none(index: np.ndarray) -> np.ndarray:
+    return np.zeros((0, 32, 32, 3), np.uint8)
 
 
-def _fit(settings: ScratchSettings, data: ScratchData, rundir: RunWriter, progress: bool) -> dict:
+def _fit(settings: ScratchSettings, data: ScratchData, reporter: Reporter, stop: StopRequest,
+         progress: bool) -> dict:
     if settings.blas_threads is not None:
         set_blas_threads(settings.blas_threads)
-    run = ScratchRun(settings, data, rundir)
+    run = ScratchRun(settings, data, reporter, stop)
     bar = (TrainingProgress(epochs=settings.epochs, steps_per_epoch=run.steps_per_epoch)
            if progress else NullProgress())
     try:
@@ -180,6 +186,9 @@ def _fit(settings: ScratchSettings, data: ScratchData, rundir: RunWriter, progre
             train_loss, train_top1 = run.train_epoch(epoch, bar)
             if epoch % settings.eval_every == 0 or epoch == settings.epochs:
                 run.evaluate_epoch(epoch, train_loss, train_top1, bar)
+    except _StopRequested:
+        bar.close()
+        return run.stopped()
     finally:
         bar.close()
     return run.finish()
@@ -188,8 +197,11 @@ def _fit(settings: ScratchSettings, data: ScratchData, rundir: RunWriter, progre
 class ScratchRun:
     """One training run: the network, optimizer and schedule, and what it has logged so far."""
 
-    def __init__(self, settings: ScratchSettings, data: ScratchData, rundir: RunWriter) -> None:
-        self.settings, self.data, self.rundir = settings, data, rundir
+    def __init__(self, settings: ScratchSettings, data: ScratchData, reporter: Reporter,
+                 stop: StopRequest | None = None) -> None:
+        self.settings, self.data, self.reporter = settings, data, reporter
+        self.rundir = reporter.run
+        self.stop = stop or StopRequest()
         self.dtype = np.dtype(settings.dtype)
         self.net = Sequential(settings.architecture, input_shape=data.train_x.shape[1:],
                               seed=settings.seed, dtype=self.dtype)
@@ -209,16 +221,14 @@ class ScratchRun:
         self.normalize = Normalizer(data.mean, data.std, self.dtype)
         self.fill = mean_fill(data.mean)  # cutout colour
         self.aug_rng = np.random.default_rng(settings.seed + 1)  # augmentation draws
-        self.ckpt_dir = Path(rundir.path) / "checkpoints"
+        self.ckpt_dir = Path(self.rundir.path) / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         self.step = 0
         self.train_time = 0.0
         self.images_per_s = 0.0  # of the latest epoch
-        self.best: dict[str, Any] | None = None  # the evaluation with the lowest test loss
-        self.best_top1 = 0.0
-        self.last: EvalResult | None = None
-        self.val_top1: float | None = None
-        self.t_start, self.cpu_start = time.perf_counter(), time.process_time()
+        self.epochs_done = 0
+        self.final_eval_s = 0.0
+        self.cpu_start = time.process_time()
 
     def lr_at(self, step: int) -> float:
         """The learning rate of optimizer step `step` (0-based): the shared schedule's."""
@@ -264,6 +274,10 @@ class ScratchRun:
                 bar.advance(0, loss=values["loss"], acc=values["top1"], ips=values["images_per_s"])
                 window, t_window = RunningSums(0.0, 0.0, 0.0), now
             bar.advance(1)
+            if self.stop.requested:
+                self.train_time += time.perf_counter() - t0
+                raise _StopRequested
+        self.epochs_done = epoch
         elapsed = time.perf_counter() - t0
         self.train_time += elapsed
         self.images_per_s = whole.per_second(elapsed)
@@ -271,30 +285,26 @@ class ScratchRun:
 
     def evaluate_epoch(self, epoch: int, train_loss: float, train_top1: float,
                        bar: TrainingProgress | NullProgress) -> None:
-        """Validation and test accuracy; `eval` line, samples, best checkpoint, status."""
+        """Test (and validation) metrics, reported: eval line, samples, best checkpoint, status."""
         settings, data = self.settings, self.data
-        last = evaluate(self.net, data.test_x, data.test_y, self.normalize, data.num_classes,
+        t0 = time.perf_counter()
+        test = evaluate(self.net, data.test_x, data.test_y, self.normalize, data.num_classes,
                         settings.eval_batch_size)
-        self.val_top1 = (evaluate(self.net, data.val_x, data.val_y, self.normalize,
-                                  data.num_classes, settings.eval_batch_size).top1
-                         if len(data.val_y) else None)
-        values = last.metrics()
-        values.update(train_loss=train_loss, train_top1=train_top1, val_top1=self.val_top1)
-        self.rundir.log("eval", epoch=epoch, step=self.step, values=values)
-        _write_misclassified(self.rundir, epoch, data, last, settings.max_samples)
-        if self.best is None or last.loss < self.best["loss"]:
-            if settings.save_best:
-                self.save_checkpoint(BEST_CHECKPOINT, epoch)
-            # The keys of the torch engine's `best`: what `ddpcifar.evaluate --json` reproduces.
-            self.best = {"epoch": epoch, **last.metrics(),
-                         "checkpoint": BEST_CHECKPOINT if settings.save_best else None}
-        self.best_top1 = max(self.best_top1, last.top1)
-        self.last = last
-        self.rundir.write_status(epoch=epoch, best_top1=self.best_top1, last_top1=last.top1,
-                                 images_per_s=self.images_per_s)
-        val = "-" if self.val_top1 is None else f"{self.val_top1:.4f}"
-        bar.message(f"epoch {epoch}: test top1 {last.top1:.4f}  loss {last.loss:.4f}"
-                    f"  val top1 {val}")
+        # Misclassified samples by their position in the test split's file, as the torch engine.
+        test.misclassified = [(int(data.test_index[p]), t, pred, conf)
+                              for p, t, pred, conf in test.misclassified]
+        val = (evaluate(self.net, data.val_x, data.val_y, self.normalize, data.num_classes,
+                        settings.eval_batch_size) if len(data.val_y) else None)
+        self.final_eval_s = time.perf_counter() - t0
+        report = self.reporter.evaluation(
+            epoch=epoch, step=self.step, result=test, val=val, train_loss=train_loss,
+            train_top1=train_top1, checkpoint=BEST_CHECKPOINT if settings.save_best else None,
+            images_per_s=self.images_per_s)
+        if report.improved and settings.save_best:
+            self.save_checkpoint(BEST_CHECKPOINT, epoch)
+        val_text = "-" if val is None else f"{val.top1:.4f}"
+        bar.message(f"epoch {epoch}: test top1 {test.top1:.4f}  loss {test.loss:.4f}"
+                    f"  val top1 {val_text}")
 
     def save_checkpoint(self, relpath: str, epoch: int) -> None:
         """Save the network to `relpath` in the run directory, with what evaluating it needs
@@ -307,36 +317,32 @@ class ScratchRun:
         self.net.save(self.ckpt_dir / Path(relpath).name, meta=meta)
 
     def finish(self) -> dict:
-        """Save the final weights and write summary.json; returns the summary."""
-        assert self.last is not None and self.best is not None, "no epoch finished"
+        """Save the final weights, write summary.json and end as finished; returns the summary."""
+        assert self.reporter.last is not None, "no epoch finished"
         self.save_checkpoint(FINAL_CHECKPOINT, self.settings.epochs)
-        summary = {
-            "wall_time_s": round(time.perf_counter() - self.t_start, 3),
-            # CPU seconds of all this process's threads: on a shared machine this says how long
-            # the run would take alone (with one BLAS thread), whatever the wall time was.
-            "cpu_time_s": round(time.process_time() - self.cpu_start, 3),
-            "train_time_s": round(self.train_time, 3),  # training steps only, as in the torch engine
-            "images_per_s": round(self.total_steps * self.settings.batch_size / self.train_time, 1),
-            "parameters": self.net.num_parameters(),
-            "best": self.best,
-            "final": {"epoch": self.settings.epochs, **self.last.metrics()},
-            "val_top1": self.val_top1,
-            "checkpoint": FINAL_CHECKPOINT,
-        }
-        self.rundir.write_summary(summary)
+        summary = self._summary(states.FINISHED, FINAL_CHECKPOINT)
+        self.reporter.end(states.FINISHED)
         return summary
 
+    def stopped(self) -> dict:
+        """After a stop request: save the current weights, summary, and end as stopped."""
+        self.save_checkpoint(STOPPED_CHECKPOINT, self.epochs_done)
+        summary = self._summary(states.STOPPED, STOPPED_CHECKPOINT)
+        self.reporter.end(states.STOPPED, f"{self.stop.describe()} at step {self.step}; the "
+                                          "NumPy engine does not resume (clone the run to "
+                                          "train it again)")
+        return summary
 
-def _write_misclassified(rundir: RunWriter, epoch: int, data: ScratchData, ev: EvalResult,
-                         max_samples: int) -> None:
-    """Save up to `max_samples` misclassified test images, spread over the true classes."""
-    from ddpcifar.engine.rundir import spread_by_class  # torch-free, like this package
-
-    rows = [ev.misclassified[i]
-            for i in spread_by_class([r[1] for r in ev.misclassified], max_samples)]
-    position = np.array([r[0] for r in rows], dtype=np.int64)
-    rundir.write_samples(epoch, images=np.ascontiguousarray(data.test_x[position]),
-                         true=data.test_y[position],
-                         pred=np.array([r[2] for r in rows], dtype=np.int64),
-                         confidence=np.array([r[3] for r in rows], dtype=np.float32),
-                         index=data.test_index[position])
+    def _summary(self, state: str, checkpoint: str) -> dict:
+        train_s = self.train_time
+        final_eval_s = self.final_eval_s if state == states.FINISHED else 0.0
+        return self.reporter.summary(
+            state=state, epochs=self.settings.epochs, epochs_done=self.epochs_done,
+            steps=self.step, parameters=self.net.num_parameters(), train_time_s=train_s,
+            images_per_s=(self.step * self.settings.batch_size / train_s) if train_s else None,
+            timing={"train_s": train_s, "final_eval_s": final_eval_s,
+                    "time_to_accuracy_s": train_s + final_eval_s},
+            checkpoint=checkpoint,
+            # CPU seconds of all this process's threads: on a shared machine this says how
+            # long the run would take alone (with one BLAS thread), whatever the wall time was.
+            extra={"cpu_time_s": round(time.process_time() - self.cpu_start, 3)})

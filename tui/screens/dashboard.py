@@ -22,7 +22,7 @@ from textual.worker import get_current_worker
 from tui.messages import (DetailsLoaded, MetricsUpdated, ReadProblem, RunsScanned,
                           SampleEpochsListed, SamplesLoaded)
 from tui.metrics import Curves, latest_evaluation
-from tui.runs import RunInfo, read_json_text
+from ddpcifar.runs.reader import RunInfo, read_json_text
 from tui.samples import SamplesError, load_samples
 from tui.screens.image_screen import ImageScreen
 from tui.watcher import RunWatcher

@@ -10,10 +10,10 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
-from tui.runs import RunInfo
+from ddpcifar.runs.reader import RunInfo
 
 STATE_STYLE = {"running": "bold green", "finished": "cyan", "failed": "bold red",
-               "stale": "yellow", "unreadable": "magenta"}
+               "lost": "yellow", "stopped": "magenta", "queued": "blue", "pruned": "dim", "remote": "cyan", "unreadable": "magenta"}
 
 
 def fmt_duration(seconds: float | None) -> str:

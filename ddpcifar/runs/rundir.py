@@ -1,13 +1,11 @@
-"""The run directory writer: the only code that writes `runs/<name>/` (docs/run_directory.md).
+"""The run directory writer: the only code that writes a run's files (docs/run_directory.md).
 
-Torch-free on purpose: the NumPy engine and the TUI's test fixtures use it too. Rank 0 gets a
-`RunDir`; every other rank gets a `NullRunDir` with the same methods that do nothing, so callers
-never need a rank check.
+Torch-free: both engines, the launcher and the sweeps use it. Rank 0 gets a `RunDir`; every
+other rank a `NullRunDir` with the same methods doing nothing, so callers never need a rank check.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
@@ -19,8 +17,19 @@ import numpy as np
 
 from ddpcifar.atomic import atomic_open, write_json
 from ddpcifar.errors import UserError
+from ddpcifar.runs import states
+from ddpcifar.runs.locks import LockBusy, ProcessLock
+from ddpcifar.runs.procs import ProcessRef
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LOCK_NAME = ".lock"
+STATUS = "status.json"
+SUMMARY = "summary.json"
+METRICS = "metrics.jsonl"
+SPEC = "spec.json"
+LAUNCH = "launch.json"
+LOG = "run.log"
+TAGS = "tags.json"
 
 
 def spread_by_class(true_classes: Sequence[int], limit: int) -> list[int]:
@@ -41,52 +50,103 @@ def spread_by_class(true_classes: Sequence[int], limit: int) -> list[int]:
     return sorted(picked[:limit])
 
 
-LOCK_NAME = ".lock"
-
-
 @contextmanager
 def claim_run_dir(path: str | os.PathLike) -> Iterator[None]:
     """Hold the run directory for one run: a second run launched into it is refused.
 
-    An exclusive flock on `<run>/.lock`, taken before the directory is checked for an existing
-    run and held until training ends, so two launches of the same run name (a script started
-    twice) cannot both pass that check and write into one directory. The kernel releases the
-    lock when its process dies, so a crashed or killed run leaves nothing stale behind. On
-    release the lock file goes, and so do the directories it created if they are still empty.
+    A lock on `<run>/.lock`, taken before the directory is checked for an existing run and held
+    until training ends, so two launches of the same run name (a script started twice) cannot
+    both pass that check. It is a per-process lock (ddpcifar.runs.locks.ProcessLock): the
+    loader workers a rank forks do not inherit it, and the kernel drops it when the rank dies,
+    so a restarted group finds the directory free at once. On release the lock file goes, and
+    so do the directories the claim created if they are still empty.
     """
     run_dir = Path(path)
     created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = run_dir / LOCK_NAME
-    while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise UserError(f"run directory {run_dir} is in use by another run (pid {holder}); "
-                            "wait for it to finish or pick another name with "
-                            "--set logging.run_name=NAME") from None
-        try:  # the holder before us may have removed the file between our open and flock
-            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
+    lock = ProcessLock(run_dir / LOCK_NAME)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        lock.acquire(str(os.getpid()))
+    except LockBusy as busy:
+        raise UserError(f"run directory {run_dir} is in use by another run (pid {busy.holder}); "
+                        "wait for it to finish or pick another name with "
+                        "--set logging.run_name=NAME") from None
+    try:
         yield
     finally:
-        lock_path.unlink(missing_ok=True)
-        os.close(fd)
+        lock.release()
         for d in created:  # innermost first
             try:
                 d.rmdir()
             except OSError:
                 break
+
+
+def read_state(run_dir: str | os.PathLike) -> str | None:
+    """The stored state of a run directory, None when it has no readable status.json."""
+    try:
+        status = json.loads((Path(run_dir) / STATUS).read_text())
+    except (OSError, ValueError):
+        return None
+    return status.get("state") if isinstance(status, dict) else None
+
+
+def has_started(run_dir: str | os.PathLike) -> bool:
+    """True once training has begun in `run_dir` (a queued run directory has not)."""
+    run_dir = Path(run_dir)
+    if (run_dir / METRICS).exists():
+        return True
+    state = read_state(run_dir)
+    return (run_dir / STATUS).exists() and state != states.QUEUED
+
+
+def update_status(run_dir: str | os.PathLike, **changes: Any) -> dict[str, Any]:
+    """Change fields of an existing status.json from outside the run (launcher, sweep, CLI)."""
+    path = Path(run_dir) / STATUS
+    status = json.loads(path.read_text())
+    status.update(changes)
+    status["updated"] = time.time()
+    write_json(path, status)
+    return status
+
+
+def write_tags(run_dir: str | os.PathLike, tags: Sequence[str]) -> list[str]:
+    """Store the run's tags (sorted, unique); tags are the user's, never the trainer's."""
+    clean = sorted({t.strip() for t in tags if t.strip()})
+    for tag in clean:
+        if any(c.isspace() for c in tag) or "," in tag:
+            raise UserError(f"tag {tag!r} must not contain spaces or commas")
+    write_json(Path(run_dir) / TAGS, clean)
+    return clean
+
+
+def new_status(*, name: str, model: str, engine: str, epochs: int, world_size: int,
+               classes: Sequence[str], state: str, process: ProcessRef) -> dict[str, Any]:
+    """A complete status.json body; `process` is the rank-0 (or launcher) process."""
+    now = time.time()
+    return {
+        "format": FORMAT_VERSION,
+        "name": name,
+        "model": model,
+        "engine": engine,
+        "state": state,
+        "epoch": 0,
+        "epochs": epochs,
+        "world_size": world_size,
+        "classes": list(classes),
+        "started": now,
+        "updated": now,
+        "pid": process.pid,
+        "pid_start": process.start,
+        "host": process.host,
+        "agent": None,  # torchrun's agent (rank 0's parent), when launched by torchrun
+        "best_top1": None,
+        "last_top1": None,
+        "top1_tta": None,
+        "val_top1": None,
+        "images_per_s": None,
+        "error": None,
+    }
 
 
 class RunDir:
@@ -110,51 +170,45 @@ class RunDir:
         (self.path / "checkpoints").mkdir(exist_ok=True)
         # A process killed inside an atomic write leaves its temporary file behind; the
         # completed files it would have replaced are intact, so the leftovers can go.
-        for stale in (self.path / "checkpoints").glob(".*.tmp"):
+        for stale in (*(self.path / "checkpoints").glob(".*.tmp"), *self.path.glob(".*.tmp")):
             stale.unlink(missing_ok=True)
-        self._status: dict[str, Any] = {
-            "format": FORMAT_VERSION,
-            "name": name,
-            "model": model,
-            "engine": engine,
-            "state": "running",
-            "epoch": 0,
-            "epochs": epochs,
-            "world_size": world_size,
-            "classes": list(classes),
-            "started": time.time(),
-            "updated": time.time(),
-            "pid": os.getpid(),
-            "best_top1": None,
-            "last_top1": None,
-            "images_per_s": None,
-            "error": None,
-        }
-        if resume and (self.path / "status.json").exists():
-            old = json.loads((self.path / "status.json").read_text())
-            for key in ("started", "epoch", "best_top1", "last_top1", "images_per_s"):
+        self._status = new_status(name=name, model=model, engine=engine, epochs=epochs,
+                                  world_size=world_size, classes=classes, state=states.RUNNING,
+                                  process=ProcessRef.me())
+        if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun keeps the run alive across restarts
+            self._status["agent"] = ProcessRef.of(os.getppid()).to_json()
+        if resume and (self.path / STATUS).exists():
+            old = json.loads((self.path / STATUS).read_text())
+            for key in ("started", "epoch", "best_top1", "last_top1", "top1_tta", "val_top1",
+                        "images_per_s"):
                 if key in old:
                     self._status[key] = old[key]
         # Wall time continues across restarts: `time` in metrics.jsonl is relative to `started`.
         self._t0 = self._status["started"]
-        self._metrics = open(self.path / "metrics.jsonl", "a", encoding="utf-8")
+        self._metrics = open(self.path / METRICS, "a", encoding="utf-8")
         self.write_status()
 
     @property
     def is_writer(self) -> bool:
         return True
 
+    @property
+    def name(self) -> str:
+        return self._status["name"]
+
+    def status(self) -> dict[str, Any]:
+        return dict(self._status)
+
     def elapsed(self) -> float:
         return time.time() - self._t0
 
     def write_spec(self, spec: dict[str, Any]) -> None:
-        write_json(self.path / "spec.json", spec)
+        write_json(self.path / SPEC, spec)
 
     def write_status(self, **changes: Any) -> None:
         self._status.update(changes)
         self._status["updated"] = time.time()
-        self._status["pid"] = os.getpid()
-        write_json(self.path / "status.json", self._status)
+        write_json(self.path / STATUS, self._status)
 
     def log(self, kind: str, *, epoch: float, step: int, values: dict[str, Any]) -> None:
         """Append one line to metrics.jsonl and flush it, so followers see it at once."""
@@ -171,7 +225,7 @@ class RunDir:
     def truncate_metrics(self, size: int) -> None:
         """Drop lines written after the checkpoint being resumed (no duplicates on replay)."""
         self._metrics.flush()
-        os.truncate(self.path / "metrics.jsonl", size)
+        os.truncate(self.path / METRICS, size)
 
     def write_samples(
         self,
@@ -199,14 +253,9 @@ class RunDir:
         return out
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        body = {"format": FORMAT_VERSION, "name": self._status["name"],
-                "model": self._status["model"], "engine": self._status["engine"],
-                "epochs": self._status["epochs"], "world_size": self._status["world_size"],
-                "classes": self._status["classes"]}
-        body.update(summary)
-        write_json(self.path / "summary.json", body)
+        write_json(self.path / SUMMARY, summary)
 
-    def finish(self, state: str = "finished", error: str | None = None) -> None:
+    def finish(self, state: str = states.FINISHED, error: str | None = None) -> None:
         self.write_status(state=state, error=error)
         self.close()
 
@@ -229,6 +278,9 @@ class NullRunDir:
     def elapsed(self) -> float:
         return time.time() - self._t0
 
+    def status(self) -> dict[str, Any]:
+        return {}
+
     def write_spec(self, spec: dict[str, Any]) -> None: ...
     def write_status(self, **changes: Any) -> None: ...
     def log(self, kind: str, *, epoch: float, step: int, values: dict[str, Any]) -> None: ...
@@ -238,5 +290,5 @@ class NullRunDir:
     def truncate_metrics(self, size: int) -> None: ...
     def write_samples(self, epoch: int, **arrays: Any) -> None: ...
     def write_summary(self, summary: dict[str, Any]) -> None: ...
-    def finish(self, state: str = "finished", error: str | None = None) -> None: ...
+    def finish(self, state: str = states.FINISHED, error: str | None = None) -> None: ...
     def close(self) -> None: ...
