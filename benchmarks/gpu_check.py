@@ -190,7 +190,9 @@ def train_once(check: Check, name: str, spec: str, overrides: list[str], data: P
                            "command_s": round(time.perf_counter() - t0, 2)}
     summary_path = work / "runs" / name / "summary.json"
     if proc is not None and summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
+        from ddpcifar.runs.reader import load_summary  # importable once main() set sys.path
+
+        summary = load_summary(summary_path.parent) or {}
         row.update(images_per_s=summary.get("images_per_s"), wall_time_s=summary.get("wall_time_s"),
                    train_time_s=summary.get("train_time_s"), final_top1=summary["final"].get("top1"),
                    best_top1=(summary.get("best") or {}).get("top1"),

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from ddpcifar.atomic import write_bytes, write_json
+from ddpcifar.runs.reader import load_summary
 
 MODELS = ("era_s9", "net5fc", "vgg8bn", "scratch_cnn")
 
@@ -27,7 +28,7 @@ def _read(path: Path) -> dict:
 
 def row(run: Path, model: str) -> dict:
     """One table row for the run directory `run` of `model`."""
-    summary = _read(run / "summary.json")
+    summary = load_summary(run) or {}
     evaluated = _read(run / "evaluate.json")
     meta = _read(run / "reproduce.json")
     best = summary["best"]

@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ddpcifar.runs.reader import load_summary
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -55,7 +57,7 @@ def run_ddpcifar(spec: str, nproc: int, seed: int, data: str, runs: Path, extra:
            "--set", "logging.progress=false", *extra]
     # torchrun gives each of several ranks one thread (OMP_NUM_THREADS=1); one rank keeps all cores.
     record = _timed(cmd)
-    summary = json.loads((runs / name / "summary.json").read_text())
+    summary = load_summary(runs / name)
     final = summary["final"]
     record.update(part="ddpcifar", nproc=nproc, seed=seed, spec=spec, run_dir=str(runs / name),
                   top1=final["top1"], top1_tta=final.get("top1_tta"),

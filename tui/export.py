@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ddpcifar.errors import UserError
+from ddpcifar.runs.reader import normalize_summary
 from tui.metrics import Curves, MetricsLog, MetricsTail, ema, latest_evaluation
 from tui.samples import SamplesError, caption, load_samples, sample_epochs
 
@@ -82,7 +83,7 @@ def export_run(run_dir: Path, out: Path, *, epoch: int | None = None) -> list[Pa
         raise UserError(f"not a run directory (no status.json or metrics.jsonl): {run_dir}")
     out.mkdir(parents=True, exist_ok=True)
     status = _read_json(run_dir / "status.json")
-    summary = _read_json(run_dir / "summary.json")
+    summary = normalize_summary(_read_json(run_dir / "summary.json")) or {}
     classes = status.get("classes") or summary.get("classes") or []
     name = status.get("name") or run_dir.name
 
