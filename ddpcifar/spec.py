@@ -409,21 +409,42 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem, each naming the field, the bad value and what is allowed."""
+def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
+    """(field path, message) per problem; the path is "(spec)" for a check across fields.
+
+    The message names the bad value and what is allowed; a form shows it under its field.
+    """
     parts = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(spec)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            parts.append(f"{loc}: unknown key")
+            parts.append((loc, "unknown key"))
         elif e["type"] == "missing":
-            parts.append(f"{loc}: required field is missing")
+            parts.append((loc, "required field is missing"))
         elif loc == "(spec)":
-            parts.append(msg)
+            parts.append((loc, msg))
         else:
-            parts.append(f"{loc}={json.dumps(e.get('input'), default=str)}: {msg}")
+            parts.append((loc, f"{json.dumps(e.get('input'), default=str)}: {msg}"))
+    return parts
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem, each naming the field, the bad value and what is allowed."""
+    parts = [msg if loc == "(spec)" else f"{loc}: {msg}" if msg in ("unknown key",
+             "required field is missing") else f"{loc}={msg}"
+             for loc, msg in validation_problems(err)]
     return f"invalid spec {source}: " + "; ".join(parts)
+
+
+def check_data(data: dict[str, Any], *, world_size: int = 1,
+               cuda: bool = False) -> list[tuple[str, str]]:
+    """Validate spec data (after overrides) without raising: its problems, [] when valid."""
+    try:
+        RunSpec.model_validate(data, context={"world_size": world_size, "cuda": cuda})
+    except ValidationError as err:
+        return validation_problems(err)
+    return []
 
 
 def load_spec(

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from ddpcifar.engine.numpy_runner import scratch_settings
+from ddpcifar.runs.report import Reporter
 from ddpcifar.runs.rundir import NullRunDir
 from ddpcifar.errors import UserError
 from ddpcifar.schedule import lr_factor
@@ -61,7 +62,8 @@ def run_of(tmp_path: Path, overrides: list[str], n: int = 40) -> tuple[ScratchRu
     x = rng.integers(0, 256, (n, 8, 8, 3)).astype(np.uint8)
     y = rng.integers(0, 10, n)
     splits = Splits(x, y, x[:10], y[:10], (128.0,) * 3, (64.0,) * 3, num_classes=10)
-    return ScratchRun(settings, make_data(settings, splits), NullRunDir(tmp_path / "run")), x, y
+    reporter = Reporter(NullRunDir(tmp_path / "run"), max_samples=0, sample_images=lambda i: x[i])
+    return ScratchRun(settings, make_data(settings, splits), reporter), x, y
 
 
 def params_copy(run: ScratchRun) -> dict[str, np.ndarray]:
