@@ -14,16 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from ddpcifar.errors import UserError, cli_main
+from ddpcifar.inference.checkpoints import (SCRATCH_MODEL, is_scratch_checkpoint, load_scratch,
+                                            refuse_torch_options)
 
-if TYPE_CHECKING:
-    from ddpcifar.scratch.network import Sequential
-
-SCRATCH_MODEL = "scratch_cnn"  # ddpcifar.spec.SCRATCH_MODEL, without importing the torch models
 DEFAULT_BATCH_SIZE = 1000
 
 
@@ -69,33 +66,6 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, batch_size: int | N
     return out
 
 
-def is_scratch_checkpoint(path: Path) -> bool:
-    """A NumPy engine checkpoint: named .npz, or a zip archive holding 'architecture.npy' (a
-    torch .pt is a zip archive too, without that member)."""
-    if path.suffix.lower() == ".npz":
-        return True
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return "architecture.npy" in archive.namelist()
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile):
-        return False  # missing or not a zip: the torch path says why
-
-
-def refuse_torch_options(checkpoint: Path, *, loader: str, device: str, amp: str | None,
-                         tta: int | None) -> None:
-    """UserError for an option only the torch engine honours, given a NumPy engine checkpoint."""
-    refused = [
-        (amp is not None, f"--amp {amp}", "it computes in its training dtype, without autocast"),
-        (bool(tta), f"--tta {tta}", "it has no test-time augmentation (use --tta 0)"),
-        (device == "cuda", "--device cuda", "it runs on the CPU"),
-        (loader == "ffcv", "--loader ffcv", "it reads the test split into memory"),
-    ]
-    for bad, option, why in refused:
-        if bad:
-            raise UserError(f"{option} does not apply to the NumPy engine checkpoint "
-                            f"{checkpoint}: {why}")
-
-
 def evaluate_scratch_checkpoint(checkpoint: Path, data_dir: Path, *,
                                 batch_size: int | None = None) -> dict[str, Any]:
     """Metrics of a NumPy engine `.npz` on `data_dir`'s test split, computed by the NumPy
@@ -106,7 +76,7 @@ def evaluate_scratch_checkpoint(checkpoint: Path, data_dir: Path, *,
     from ddpcifar.scratch.augment import Normalizer
     from ddpcifar.scratch.trainer import evaluate as evaluate_numpy
 
-    net, saved = _load_scratch(checkpoint)
+    net, saved = load_scratch(checkpoint)
     meta = load_meta(data_dir, verify_sha256=True)
     if net.num_outputs != len(meta.classes):
         raise UserError(f"{data_dir} has {len(meta.classes)} classes, but checkpoint "
@@ -125,26 +95,6 @@ def evaluate_scratch_checkpoint(checkpoint: Path, data_dir: Path, *,
     out.update(model=SCRATCH_MODEL, epoch=saved.get("epoch"), classes=list(meta.classes),
                checkpoint=str(checkpoint), data=str(data_dir))
     return out
-
-
-def _load_scratch(checkpoint: Path) -> tuple[Sequential, dict[str, Any]]:
-    """The network and its checked metadata, or a one-line UserError saying why not."""
-    from ddpcifar.scratch.network import Sequential, read_meta
-
-    if not checkpoint.is_file():
-        raise UserError(f"checkpoint not found: {checkpoint}")
-    if not zipfile.is_zipfile(checkpoint):
-        raise UserError(f"cannot load checkpoint {checkpoint}: not an .npz (zip) archive")
-    try:
-        net, saved = Sequential.load(checkpoint), read_meta(checkpoint)
-        checked: dict[str, Any] = {k: tuple(float(v) for v in saved[k])
-                                   for k in ("mean", "std") if k in saved}
-        checked.update({k: int(saved[k]) for k in ("epoch", "eval_batch_size") if k in saved})
-    except Exception as err:  # zipfile, NumPy, JSON and UserError for damaged or foreign files
-        lines = str(err).strip().splitlines()
-        reason = lines[0][:160] if lines else type(err).__name__
-        raise UserError(f"cannot load checkpoint {checkpoint}: {reason}") from None
-    return net, checked
 
 
 def _print_table(m: dict[str, Any]) -> None:
