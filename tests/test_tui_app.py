@@ -44,7 +44,7 @@ async def test_run_list_sort_and_filter(runs: Path) -> None:
         status = {n: str(t.get_row(n)[3]) for n in t.visible_names}
         assert status == {"broken": "failed", "era_live": "running", "era_short": "finished",
                           "ghost": "lost", "resnet_long": "finished"}
-        assert str(t.get_row("era_live")[7]) == "1h02m"  # NOW - T0 from the injected clock
+        assert str(t.get_row("era_live")[9]) == "1h02m"  # NOW - T0 from the injected clock
         for _ in range(4):  # name -> model -> status -> epoch -> best top-1
             await pilot.press("o")
         assert "sort: best top-1" in text_of(app, "#sort-label")

@@ -15,9 +15,10 @@ from ddpcifar.errors import UserError, cli_main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tui",
-        description="Terminal dashboard for ddpcifar training runs. Reads run directories "
-                    "(status.json, metrics.jsonl, samples/*.npz, summary.json) and never writes "
-                    "to them. Press ? inside for the key bindings.",
+        description="Terminal dashboard for ddpcifar training runs: follow them live (status, "
+                    "metrics, misclassified samples, logs) and launch, stop, resume, clone and "
+                    "queue them (through python -m ddpcifar.runs, so runs outlive the "
+                    "dashboard). Press ? inside for the key bindings.",
         epilog="examples:\n  python -m tui                       # follow ./runs\n"
                "  python -m tui --runs /data/runs     # another runs directory\n"
                "  python -m tui export runs/era_s9 --out plots/",
@@ -25,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--runs", type=Path, default=Path("runs"), metavar="DIR",
                         help="directory holding one sub-directory per run (default: runs/)")
+    parser.add_argument("--specs", type=Path, default=Path("specs"), metavar="DIR",
+                        help="specs the new-run form offers (default: specs/)")
     parser.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
                         help="how often to re-read the runs directory (default: 1.0)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"runs directory not found: {args.runs}")
     from tui.app import DashboardApp
 
-    DashboardApp(args.runs, poll_interval=args.poll).run()
+    DashboardApp(args.runs, poll_interval=args.poll, specs_dir=args.specs).run()
     return 0
 
 

@@ -61,3 +61,22 @@ class DetailsLoaded(Message):
     summary_text: str | None
     summary: dict | None
     problems: list[str]
+
+
+@dataclass
+class LogUpdated(Message):
+    """New lines of the selected run's log; `reset`: replace what is shown."""
+
+    run: str
+    lines: list[str]
+    reset: bool = False
+    missing: bool = False
+
+
+@dataclass
+class ActionDone(Message):
+    """A lifecycle action (launch, stop, resume, clone, ...) ended: its one line, or its error."""
+
+    line: str
+    error: bool = False
+    run: str | None = None  # the run it created or acted on, to select

@@ -20,6 +20,7 @@ from typing import Sequence
 from ddpcifar.errors import UserError, cli_main
 from ddpcifar.runs import control, queue, states
 from ddpcifar.runs.launch import launch
+from ddpcifar.runs.present import duration, pct, rate, state_label
 from ddpcifar.runs.reader import RunInfo, RunScanner, log_tail
 from ddpcifar.runs.select import METRIC_KEYS, SORT_FIELDS, RunFilter, condition, select
 
@@ -236,15 +237,6 @@ def _as_json(r: RunInfo) -> dict:
             "sweep": r.sweep, "error": r.error, "metrics": r.metrics}
 
 
-def state_text(r: RunInfo) -> str:
-    """The state as lists show it: queued runs with their place, launching ones as starting."""
-    if r.state == states.QUEUED:
-        return f"queued #{r.queue_position}" if r.queue_position else "starting"
-    if r.state == states.REMOTE:
-        return f"remote ({r.host})"
-    return r.state
-
-
 def _table(runs: list[RunInfo]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -254,29 +246,13 @@ def _table(runs: list[RunInfo]) -> None:
                    "img/s", "tags"):
         table.add_column(header, justify="right" if header in ("epoch", "img/s") else "left")
     for r in runs:
-        table.add_row(r.name, state_text(r), r.model, f"{r.epoch}/{r.epochs}", pct(r.best_top1),
+        table.add_row(r.name, state_label(r), r.model, f"{r.epoch}/{r.epochs}", pct(r.best_top1),
                       pct(r.top1_tta), pct(r.val_top1), duration(r.elapsed_s),
-                      "–" if r.images_per_s is None else f"{r.images_per_s:,.0f}",
+                      rate(r.images_per_s),
                       ",".join(r.tags))
     Console(highlight=False).print(table)
     if not runs:
         print("no runs")
-
-
-def pct(v: float | None) -> str:
-    return "–" if v is None else f"{v * 100:.2f}%"
-
-
-def duration(seconds: float | None) -> str:
-    """12s, 4m05s, 1h02m."""
-    if seconds is None:
-        return "–"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _tag(args: argparse.Namespace) -> int:

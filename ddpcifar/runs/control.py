@@ -157,23 +157,33 @@ def infer_cwd(info: RunInfo) -> Path:
 
 def clone(run_dir: str | os.PathLike, overrides: Sequence[str] = (), *, name: str | None = None,
           nproc: int | None = None, tags: Sequence[str] = ()) -> Launched:
-    """Queue a new run: this run's spec with `overrides`, under a new name."""
+    """Queue a new run: this run's spec with `overrides`, under a new name (`name`, else
+    `logging.run_name` among the overrides, else the next free NAME-k)."""
     info = info_of(run_dir)
     launch = read_launch(info.path)
-    cwd = Path(launch["cwd"]) if launch else infer_cwd(info)
     world = nproc or (launch or {}).get("nproc") or info.world_size or 1
     root, _ = runs_root(info.path)
-    new_name = name or next_free_name(root, info.path.name)
-    extra = [f"logging.run_name={new_name}"]
-    if info.sweep is not None:  # a trial's clone is an ordinary run beside the sweep
-        extra.append(f"logging.runs_dir={root}")
+    overrides = list(overrides)
+    if name is not None or not _sets(overrides, "logging.run_name"):
+        overrides.append(f"logging.run_name={name or next_free_name(root, info.path.name)}")
+    if info.sweep is not None and not _sets(overrides, "logging.runs_dir"):
+        overrides.append(f"logging.runs_dir={root}")  # a trial's clone is an ordinary run
     spec_path = info.path / SPEC
-    all_overrides = [*overrides, *extra]
-    spec = check_spec(spec_path, all_overrides, world)
-    command = train_command(spec_path, all_overrides, nproc=world)
-    new_dir = prepare(spec, command, cwd=cwd, nproc=world, tags=tags or info.tags,
-                      env=(launch or {}).get("env"))
-    return submit(new_dir, new_name, command)
+    spec = check_spec(spec_path, overrides, world)
+    command = train_command(spec_path, overrides, nproc=world)
+    new_dir = prepare(spec, command, cwd=launch_cwd(info), nproc=world,
+                      tags=tags or info.tags, env=(launch or {}).get("env"))
+    return submit(new_dir, spec.logging.run_name, command)
+
+
+def launch_cwd(info: RunInfo) -> Path:
+    """Where the run was started from: its launch record's directory, else inferred."""
+    launch = read_launch(info.path)
+    return Path(launch["cwd"]) if launch and launch.get("cwd") else infer_cwd(info)
+
+
+def _sets(overrides: Sequence[str], path: str) -> bool:
+    return any(o.partition("=")[0].strip() == path for o in overrides)
 
 
 def next_free_name(runs_dir: Path, base: str) -> str:

@@ -1,7 +1,10 @@
-"""The main screen: run list on top, tabs (curves, samples, classes, details) below.
+"""The main screen: run list on top, tabs (curves, samples, classes, details, log) below, and
+the run actions: new run, stop, resume, clone, tags, queue order.
 
 All file reading happens in thread workers (`_poll_loop`, `_load_samples`, `_load_details`) that
-only post typed messages; the handlers here just route data to widgets.
+only post typed messages; the handlers here just route data to widgets. Actions go through
+ddpcifar.runs (the same code as `python -m ddpcifar.runs`), also in thread workers, and report
+one line each.
 """
 
 from __future__ import annotations
@@ -16,11 +19,22 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Label, Static, TabbedContent, TabPane
+from textual.widgets import (DataTable, Footer, Input, Label, Log, Static, TabbedContent,
+                             TabPane)
 from textual.worker import get_current_worker
 
-from tui.messages import (DetailsLoaded, MetricsUpdated, ReadProblem, RunsScanned,
-                          SampleEpochsListed, SamplesLoaded)
+from ddpcifar.errors import UserError
+from ddpcifar.runs import control, queue, states
+from ddpcifar.runs.control import Stopping
+from ddpcifar.runs.launch import Launched, launch, runs_root
+from ddpcifar.runs.reader import log_tail
+from tui.messages import (ActionDone, DetailsLoaded, LogUpdated, MetricsUpdated, ReadProblem,
+                          RunsScanned, SampleEpochsListed, SamplesLoaded)
+from tui.run_form import Source, spec_argument, spec_sources
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.new_run import NewRun, NewRunScreen
+from tui.screens.prompt import TextPromptScreen
+from tui.screens.sort import SortScreen
 from tui.metrics import Curves, latest_evaluation
 from ddpcifar.runs.reader import RunInfo, read_json_text
 from tui.samples import SamplesError, load_samples
@@ -30,7 +44,7 @@ from tui.widgets.class_bars import ClassBars
 from tui.widgets.confusion import ConfusionGrid
 from tui.widgets.curves import SMOOTHING_STEPS, CurvesPanel
 from tui.widgets.details import DetailsPanel
-from tui.widgets.run_table import COLUMNS, RunTable
+from tui.widgets.run_table import RunTable
 from tui.widgets.sample_grid import SampleGrid
 
 
@@ -50,11 +64,24 @@ class DashboardScreen(Screen[None]):
         Binding("2", "tab('samples')", "samples", show=False),
         Binding("3", "tab('classes')", "classes", show=False),
         Binding("4", "tab('details')", "details", show=False),
+        Binding("5,l", "tab('log')", "log", show=False),
+        Binding("n", "new_run", "new run"),
+        Binding("k", "stop", "stop"),
+        Binding("r", "resume", "resume"),
+        Binding("C", "clone", "clone"),
+        Binding("e", "tags", "tags", show=False),
+        Binding("m", "sort_metric", "sort by…", show=False),
+        Binding("plus", "queue_move(-1)", "queue up", show=False),
+        Binding("minus", "queue_move(1)", "queue down", show=False),
     ]
 
-    def __init__(self, runs_dir: Path, poll_interval: float, clock: Callable[[], float]) -> None:
+    def __init__(self, runs_dir: Path, poll_interval: float, clock: Callable[[], float], *,
+                 specs_dir: Path = Path("specs"), cwd: Path | None = None) -> None:
         super().__init__()
         self.runs_dir = runs_dir
+        self.specs_dir = specs_dir
+        self.cwd = (cwd or Path.cwd()).resolve()
+        self._select_next: str | None = None  # a run just launched: select it once listed
         self.poll_interval = poll_interval
         self.watcher = RunWatcher(runs_dir, clock)
         self.runs: dict[str, RunInfo] = {}
@@ -78,7 +105,8 @@ class DashboardScreen(Screen[None]):
         with Vertical(id="runs-area"):
             with Horizontal(id="filter-bar"):
                 yield Label("filter ", id="filter-label")
-                yield Input(placeholder="name or model  (/ to focus, esc to leave)", id="filter")
+                yield Input(placeholder="name, state:running, model:era_s9, tag:x, optimizer.lr>0.01"
+                                        "  (/ to focus, esc to leave)", id="filter")
                 yield Static("", id="sort-label")
             yield RunTable(id="runs")
         with TabbedContent(id="tabs", initial="curves"):
@@ -93,6 +121,9 @@ class DashboardScreen(Screen[None]):
                     yield ConfusionGrid(id="confusion")
             with TabPane("Details [4]", id="details"):
                 yield DetailsPanel(id="details-panel")
+            with TabPane("Log [5]", id="log"):
+                yield Static("", id="log-title")
+                yield Log(id="run-log", max_lines=5000)
         yield Static("", id="notice")
         yield Footer()
 
@@ -156,11 +187,37 @@ class DashboardScreen(Screen[None]):
         self.runs = {r.name: r for r in message.runs}
         table = self.query_one(RunTable)
         table.set_runs(message.runs)
-        if self.selected is None or self.selected not in self.runs:
+        if self._select_next in self.runs and self._select_next in table.visible_names:
+            table.move_cursor(row=table.visible_names.index(self._select_next))
+            self._select_next = None
+            self._select(table.selected)
+        elif self.selected is None or self.selected not in self.runs:
             self._select(table.selected)
         elif old is not None and (old.state, old.epoch) != (self.runs[self.selected].state,
                                                             self.runs[self.selected].epoch):
             self._load_details(self.selected)  # summary.json may have appeared
+            self._redraw_curves()  # the note above the curves follows the state
+
+    def on_log_updated(self, message: LogUpdated) -> None:
+        if message.run != self.selected:
+            return
+        log = self.query_one("#run-log", Log)
+        if message.reset:
+            log.clear()
+            self.query_one("#log-title", Static).update(
+                f"{message.run}/run.log: no log (runs started by `python -m ddpcifar.runs` or "
+                "the dashboard keep every rank's output there)" if message.missing
+                else f"{message.run}/run.log (every rank's stdout and stderr, followed live)")
+        if message.lines:
+            log.write_lines(message.lines)
+
+    def on_action_done(self, message: ActionDone) -> None:
+        self.notify(message.line, title="error" if message.error else "done",
+                    severity="error" if message.error else "information",
+                    timeout=8 if message.error else 5)
+        if message.run and not message.error:
+            self._select_next = message.run
+        self._wake.set()
 
     def on_metrics_updated(self, message: MetricsUpdated) -> None:
         self.curves[message.run] = message.curves
@@ -216,7 +273,10 @@ class DashboardScreen(Screen[None]):
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        self.query_one(RunTable).set_filter(event.value)
+        table = self.query_one(RunTable)
+        table.set_filter(event.value)
+        if table.filter_error:
+            self.query_one("#notice", Static).update(f"⚠ filter: {table.filter_error}")
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self) -> None:
@@ -276,6 +336,13 @@ class DashboardScreen(Screen[None]):
         info = self.runs.get(runs[0]) if len(runs) == 1 else None
         if note is None and info is not None and info.state == "failed" and info.error:
             note = f"{info.name} failed: {info.error}"
+        elif info is not None and info.state == states.LOST:
+            tail = log_tail(info.path, 3)
+            note = (f"{info.name} is lost: its processes are gone without a word; "
+                    + (f"its log ends: {' ⏎ '.join(tail)}" if tail else "it left no log")
+                    + " (r resumes it)")
+        elif info is not None and info.state == states.STOPPED and info.error:
+            note = f"{info.name} stopped: {info.error}"
         self.query_one(CurvesPanel).show(runs, self.curves, x_axis=self.x_axis,
                                          smoothing=self.smoothing, note=note)
 
@@ -317,7 +384,7 @@ class DashboardScreen(Screen[None]):
         table = self.query_one(RunTable)
         arrow = "▼" if table.sort_reverse else "▲"
         self.query_one("#sort-label", Static).update(
-            f"sort: {COLUMNS[table.sort_column][0]} {arrow}  (o / O)")
+            f"sort: {table.sort_label} {arrow}  (o / O / m)")
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -355,3 +422,135 @@ class DashboardScreen(Screen[None]):
         self.query_one(TabbedContent).active = tab
         if tab == "samples":
             self.query_one(SampleGrid).focus()
+
+    # -- run actions (through ddpcifar.runs, in thread workers) -----------------------------
+
+    @work(thread=True, group="actions")
+    def _act(self, verb: str, action: Callable[[], object], run: str | None = None) -> None:
+        """Run a lifecycle action off the UI thread; post its one line."""
+        try:
+            result = action()
+        except UserError as err:
+            self.post_message(ActionDone(f"{verb}: {err}", error=True))
+            return
+        except OSError as err:
+            self.post_message(ActionDone(f"{verb}: {err}", error=True))
+            return
+        if isinstance(result, Launched):
+            self.post_message(ActionDone(result.line(verb), run=result.name))
+        elif isinstance(result, Stopping):
+            self.post_message(ActionDone(result.line(), run=result.info.name))
+        else:
+            self.post_message(ActionDone(str(result), run=run))
+
+    def _selected_info(self, action: str):  # -> RunInfo | None
+        info = self.runs.get(self.selected) if self.selected else None
+        if info is None:
+            self.notify(f"select a run to {action}", severity="warning")
+        return info
+
+    def action_new_run(self) -> None:
+        sources = spec_sources(self.specs_dir)
+        info = self.runs.get(self.selected) if self.selected else None
+        if info is not None and (info.path / "spec.json").exists():
+            sources.append(Source(info.path / "spec.json", f"run: {info.name}"))
+        if not sources:
+            self.notify(f"no specs in {self.specs_dir} and no run selected", severity="warning")
+            return
+        self.app.push_screen(NewRunScreen(sources, sources[0], runs_dir=self.runs_dir,
+                                          cwd=self.cwd), self._launch_form)
+
+    def _launch_form(self, form: NewRun | None) -> None:
+        if form is None:
+            return
+        if form.source.clone and form.source.run_dir is not None:
+            run_dir = form.source.run_dir
+            self._act("cloned into", lambda: control.clone(run_dir, form.overrides,
+                                                           nproc=form.nproc))
+        else:
+            spec = spec_argument(form.source, self.cwd)
+            self._act("launched", lambda: launch(spec, form.overrides, nproc=form.nproc,
+                                                 cwd=self.cwd))
+
+    def action_clone(self) -> None:
+        info = self._selected_info("clone")
+        if info is None:
+            return
+        cwd = control.launch_cwd(info)
+        source = Source(info.path / "spec.json", f"run: {info.name}", run_dir=info.path, cwd=cwd)
+        root, _ = runs_root(info.path)
+        self.app.push_screen(NewRunScreen([source], source, runs_dir=self.runs_dir, cwd=self.cwd,
+                                          name=control.next_free_name(root, info.path.name),
+                                          nproc=info.world_size or 1), self._launch_form)
+
+    def action_stop(self) -> None:
+        info = self._selected_info("stop")
+        if info is None:
+            return
+        if info.state == states.QUEUED:
+            title, body, verb = (f"Cancel {info.name}?", "It leaves the queue and becomes "
+                                 "stopped; resume queues it again.", "cancel it")
+        elif info.state == states.RUNNING:
+            launch_rec = (info.path / "launch.json").exists()
+            title, body, verb = (f"Stop {info.name}?", "It finishes its current step, writes a "
+                                 "checkpoint and ends as stopped; resume continues it. Stopping "
+                                 "a run that is already stopping kills it at once."
+                                 + ("" if launch_rec else " (started by hand: its torchrun "
+                                    "or rank 0 gets SIGTERM)"), "stop it")
+        else:
+            self._act("stop", lambda: control.stop(info.path))  # refused with its reason
+            return
+        self.app.push_screen(ConfirmScreen(title, body, verb),
+                             lambda yes: yes and self._act("stop", lambda: control.stop(info.path),
+                                                           info.name))
+
+    def action_resume(self) -> None:
+        info = self._selected_info("resume")
+        if info is None:
+            return
+        if info.state not in states.ACCEPTS["resume"]:
+            self._act("resumed", lambda: control.resume(info.path))  # refused with its reason
+            return
+        self.app.push_screen(
+            ConfirmScreen(f"Resume {info.name}?", f"It is {info.state} at epoch {info.epoch}/"
+                          f"{info.epochs}. It is queued and continues from its last checkpoint.",
+                          "resume it"),
+            lambda yes: yes and self._act("resumed", lambda: control.resume(info.path), info.name))
+
+    def action_tags(self) -> None:
+        info = self._selected_info("tag")
+        if info is None:
+            return
+
+        def retag(tags: list[str]) -> str:
+            kept = control.tag(info.path, tags, [t for t in info.tags if t not in tags])
+            return f"{info.name}: tags {', '.join(kept) or '(none)'}"
+
+        def done(text: str | None) -> None:
+            if text is not None:
+                tags = text.replace(",", " ").split()
+                self._act("tagged", lambda: retag(tags), info.name)
+
+        self.app.push_screen(TextPromptScreen(f"Tags of {info.name}", "space-separated tags",
+                                              " ".join(info.tags)), done)
+
+    def action_sort_metric(self) -> None:
+        table = self.query_one(RunTable)
+
+        def chosen(key: str | None) -> None:
+            if key:
+                table.sort_by_metric(key)
+                self._show_sort()
+
+        self.app.push_screen(SortScreen(table.sort_key), chosen)
+
+    def action_queue_move(self, delta: int) -> None:
+        info = self._selected_info("move in the queue")
+        if info is None or info.queue_position is None:
+            if info is not None:
+                self.notify(f"{info.name} is not waiting in the queue", severity="warning")
+            return
+        root, name = runs_root(info.path)
+        target = max(1, info.queue_position + delta)
+        self._act("queue", lambda: f"{name}: queue position {queue.move(root, name, target)}",
+                  info.name)

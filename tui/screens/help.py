@@ -17,10 +17,18 @@ KEYS = [
     ("↑ ↓", "run list", "select a run"),
     ("space", "run list", "mark / unmark a run for comparison"),
     ("c", "anywhere", "compare: overlay the marked runs' test curves"),
-    ("/", "anywhere", "filter the run list by name or model"),
+    ("/", "anywhere", "filter: words (name, model), state:running,queued, model:era_s9, "
+                      "tag:baseline, spec fields like optimizer.lr>=0.01"),
     ("esc", "anywhere", "back to the run list"),
     ("o  O", "anywhere", "next sort column / reverse the sort"),
-    ("1 2 3 4", "anywhere", "curves, samples, classes, details tab"),
+    ("m", "anywhere", "sort by any metric (TTA, validation, time to accuracy, ...)"),
+    ("1 2 3 4 5", "anywhere", "curves, samples, classes, details, log tab (l: log)"),
+    ("n", "anywhere", "new run: a spec from specs/ or the selected run's, checked as you type"),
+    ("k", "run list", "stop the run (checkpoint, then stopped); again: kill; queued: cancel"),
+    ("r", "run list", "resume a stopped, failed or lost run from its last checkpoint"),
+    ("C", "run list", "clone the run with changes (the new-run form)"),
+    ("e", "run list", "edit the run's tags"),
+    ("+  -", "run list", "move a queued run up / down the queue"),
     ("x", "curves", "x axis: epoch or optimizer step"),
     ("s  S", "curves", "more / less EMA smoothing"),
     ("← → ↑ ↓", "samples", "move between images"),
@@ -45,10 +53,12 @@ def help_text(runs_dir: str, poll_interval: float) -> Group:
         table.add_row(keys, where, what)
     return Group(
         Text.assemble(("ddpcifar dashboard", "bold"), f" · reading {runs_dir} every "
-                      f"{poll_interval:g} s (never writing)"),
+                      f"{poll_interval:g} s; it writes only through the actions below"),
         table,
-        Text("stale: status says running, but its process is gone and it has not written "
-             "for a minute.", style="dim"),
+        Text("queued #k: waiting for a slot (python -m ddpcifar.runs queue slots N); starting: "
+             "launched, not training yet; lost: its processes are gone without a word (its "
+             "log's last lines show above the curves); remote: running on another host.",
+             style="dim"),
     )
 
 

@@ -1,4 +1,5 @@
-"""The run list: one row per run, sortable by any column, filtered by name or model."""
+"""The run list: one row per run, sortable by any column or metric, filtered by a query
+(name, state, model, tags, spec fields: ddpcifar.runs.select)."""
 
 from __future__ import annotations
 
@@ -10,44 +11,35 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
+from ddpcifar.errors import UserError
+from ddpcifar.runs.present import duration, pct, rate, state_label
 from ddpcifar.runs.reader import RunInfo
+from ddpcifar.runs.select import RunFilter, parse_query, select
 
 STATE_STYLE = {"running": "bold green", "finished": "cyan", "failed": "bold red",
-               "lost": "yellow", "stopped": "magenta", "queued": "blue", "pruned": "dim", "remote": "cyan", "unreadable": "magenta"}
+               "lost": "yellow", "stopped": "magenta", "queued": "blue", "pruned": "dim",
+               "remote": "cyan", "unreadable": "magenta"}
 
 
-def fmt_duration(seconds: float | None) -> str:
-    """12s, 4m05s, 1h02m."""
-    if seconds is None:
-        return "–"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+def _state(r: RunInfo) -> Text:
+    return Text(state_label(r), style=STATE_STYLE.get(r.state, ""))
 
 
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{v * 100:.2f}%"
-
-
-def _nz(v: float | None) -> float:
-    return -1.0 if v is None else v
-
-
-# (header, sort key, cell text); the sort key must never compare None with numbers.
-COLUMNS: list[tuple[str, Callable[[RunInfo], Any], Callable[[RunInfo], str | Text]]] = [
-    ("name", lambda r: r.name, lambda r: r.name),
-    ("model", lambda r: r.model, lambda r: r.model),
-    ("status", lambda r: r.state, lambda r: Text(r.state, style=STATE_STYLE.get(r.state, ""))),
-    ("epoch", lambda r: (r.epoch, r.epochs), lambda r: f"{r.epoch}/{r.epochs}"),
-    ("best top-1", lambda r: _nz(r.best_top1), lambda r: _pct(r.best_top1)),
-    ("last top-1", lambda r: _nz(r.last_top1), lambda r: _pct(r.last_top1)),
-    ("elapsed", lambda r: _nz(r.elapsed_s), lambda r: fmt_duration(r.elapsed_s)),
-    ("img/s", lambda r: _nz(r.images_per_s),
-     lambda r: "–" if r.images_per_s is None else f"{r.images_per_s:,.0f}"),
+# (header, sort key of ddpcifar.runs.select, cell text)
+COLUMNS: list[tuple[str, str, Callable[[RunInfo], str | Text]]] = [
+    ("name", "name", lambda r: r.name),
+    ("model", "model", lambda r: r.model),
+    ("status", "state", _state),
+    ("epoch", "epoch", lambda r: f"{r.epoch}/{r.epochs}"),
+    ("best top-1", "best_top1", lambda r: pct(r.best_top1)),
+    ("last top-1", "last_top1", lambda r: pct(r.last_top1)),
+    ("TTA", "top1_tta", lambda r: pct(r.top1_tta)),
+    ("val", "val_top1", lambda r: pct(r.val_top1)),
+    ("elapsed", "elapsed_s", lambda r: duration(r.elapsed_s)),
+    ("img/s", "images_per_s", lambda r: rate(r.images_per_s)),
+    ("tags", "name", lambda r: ",".join(r.tags)),
 ]
+SORTABLE = [i for i, (header, _, _) in enumerate(COLUMNS) if header != "tags"]
 
 
 class RunTable(DataTable):
@@ -63,8 +55,11 @@ class RunTable(DataTable):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.runs: list[RunInfo] = []
         self.sort_column = 0
+        self.sort_metric: str | None = None  # a metric chosen by name, not a column
         self.sort_reverse = False
         self.filter_text = ""
+        self.filter = RunFilter()
+        self.filter_error: str | None = None
         self.marked: set[str] = set()
         self._shown: list[tuple[Any, ...]] = []
 
@@ -91,13 +86,37 @@ class RunTable(DataTable):
         self._rebuild()
 
     def set_filter(self, text: str) -> None:
-        self.filter_text = text.strip().lower()
+        """Filter by a query (ddpcifar.runs.select); a bad one keeps the last good filter."""
+        self.filter_text = text.strip()
+        try:
+            self.filter = parse_query(self.filter_text)
+            self.filter_error = None
+        except UserError as err:
+            self.filter_error = str(err)
         self._rebuild()
 
+    @property
+    def sort_key(self) -> str:
+        return self.sort_metric or COLUMNS[self.sort_column][1]
+
+    @property
+    def sort_label(self) -> str:
+        return self.sort_metric or COLUMNS[self.sort_column][0]
+
     def cycle_sort(self) -> str:
-        self.sort_column = (self.sort_column + 1) % len(COLUMNS)
+        at = SORTABLE.index(self.sort_column) if self.sort_metric is None else -1
+        self.sort_column = SORTABLE[(at + 1) % len(SORTABLE)]
+        self.sort_metric = None
         self._sort_changed()
         return COLUMNS[self.sort_column][0]
+
+    def sort_by_metric(self, key: str) -> None:
+        """Sort by any metric of ddpcifar.runs.select (a column's own key selects the column)."""
+        columns = [i for i, (_, k, _) in enumerate(COLUMNS) if k == key and i in SORTABLE]
+        self.sort_metric = None if columns else key
+        if columns:
+            self.sort_column = columns[0]
+        self._sort_changed()
 
     def reverse_sort(self) -> None:
         self.sort_reverse = not self.sort_reverse
@@ -105,7 +124,7 @@ class RunTable(DataTable):
 
     def _sort_changed(self) -> None:
         for header, _, _ in COLUMNS:  # an arrow on the sort column's header
-            sorted_here = header == COLUMNS[self.sort_column][0]
+            sorted_here = self.sort_metric is None and header == COLUMNS[self.sort_column][0]
             arrow = (" ▼" if self.sort_reverse else " ▲") if sorted_here else "  "
             self.columns[header].label = Text(header + arrow)  # type: ignore[index]
         self._shown = []  # force a full redraw, headers included
@@ -113,11 +132,7 @@ class RunTable(DataTable):
 
     def _rebuild(self) -> None:
         """Redraw rows only when what is shown changed, keeping the cursor on the same run."""
-        needle = self.filter_text
-        rows = [r for r in self.runs
-                if not needle or needle in r.name.lower() or needle in r.model.lower()]
-        key = COLUMNS[self.sort_column][1]
-        rows.sort(key=lambda r: (key(r), r.name), reverse=self.sort_reverse)
+        rows = select(self.runs, self.filter, self.sort_key, self.sort_reverse)
         shown = [(r.name in self.marked, *(str(cell(r)) for _, _, cell in COLUMNS)) for r in rows]
         if shown == self._shown:
             return
