@@ -67,8 +67,8 @@ def class_names(classifier: Classifier, inputs: InputSet, data_dir: Path | None)
         names = next(iter(sources.values()))
     for where, theirs in sources.items():
         if classifier.classes is None and len(theirs) != classifier.num_classes:
-            raise UserError(f"{where} has {len(theirs)} classes, but checkpoint "
-                            f"{classifier.model} has {classifier.num_classes} outputs")
+            raise UserError(f"{where} has {len(theirs)} classes, but the checkpoint has "
+                            f"{classifier.num_classes} outputs")
         if list(theirs) != list(names):
             raise UserError(f"{where} has classes {list(theirs)}, but the checkpoint's are "
                             f"{list(names)}")

@@ -135,8 +135,8 @@ class TorchClassifier:
     outputs_log_probs: bool
     device: str
     amp: str
-    _normalize: Any
-    _amp_dtype: torch.dtype | None
+    normalize: Any  # ddpcifar.data.batch.Normalizer: uint8 NCHW -> float, channels_last
+    amp_dtype: torch.dtype | None
 
     def logits(self, images: np.ndarray, *, tta: int = 0) -> np.ndarray:
         """The model's output (under TTA `tta`: ddpcifar.engine.evaluation.tta_logits)."""
@@ -146,10 +146,10 @@ class TorchClassifier:
 
         dev = next(self.module.parameters()).device
         # A copy: torch warns about (and must not write into) a read-only array.
-        x = self._normalize(torch.from_numpy(np.array(images, dtype=np.uint8)).to(dev)
-                            .permute(0, 3, 1, 2))
-        with torch.no_grad(), torch.autocast(dev.type, dtype=self._amp_dtype or torch.float32,
-                                             enabled=self._amp_dtype is not None):
+        x = self.normalize(torch.from_numpy(np.array(images, dtype=np.uint8)).to(dev)
+                           .permute(0, 3, 1, 2))
+        with torch.no_grad(), torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32,
+                                             enabled=self.amp_dtype is not None):
             out = self.module(x).float()
             if tta:
                 out = tta_logits(self.module, x, tta, out)
@@ -204,7 +204,7 @@ def load_torch_classifier(checkpoint: Path, state: dict[str, Any], *, device: st
                                                                   False)),
         device=str(dev), amp=_amp_word(amp_dtype),
         # The loaders' normaliser (channels_last, as evaluate feeds it): the same float inputs.
-        _normalize=Normalizer(norm["mean"], norm["std"], dev), _amp_dtype=amp_dtype)
+        normalize=Normalizer(norm["mean"], norm["std"], dev), amp_dtype=amp_dtype)
 
 
 def load_classifier(checkpoint: Path, *, device: str = "auto", amp: str | None = None,
