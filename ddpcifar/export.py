@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from ddpcifar.errors import UserError, cli_main
 from ddpcifar.inference.checkpoints import is_scratch_checkpoint, load_torch_state
 from ddpcifar.inference.export_log import append_export, read_exports, run_dir_of
-from ddpcifar.inference.output import check_writable
+from ddpcifar.inference.output import StagedFiles, check_writable
 from ddpcifar.inference.parity import DEFAULT_IMAGES, MAX_ABS_DIFF, MIN_TOP1_AGREEMENT, Parity
 
 if TYPE_CHECKING:
@@ -37,7 +35,7 @@ FORMAT_NAMES = ("onnx", "torchscript", "pt2")  # ddpcifar.inference.formats.FORM
 EXAMPLES = """\
 examples:
   python -m ddpcifar.export runs/resnet9/checkpoints/best.pt --format onnx --out resnet9.onnx --data data/cifar10
-  python -m ddpcifar.export runs/era_s9/checkpoints/best.pt --format torchscript --out era_s9.ts.pt
+  python -m ddpcifar.export runs/era_s9/checkpoints/best.pt --format torchscript --out era_s9.ts
   python -m ddpcifar.export runs/airbench/checkpoints/best.pt --format pt2 --out airbench.pt2
 """
 
@@ -77,17 +75,18 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, *, data_dir: Path |
 
     images, source = make_images(parity_images, data_dir)
     say(f"exporting {model} (epoch {state.get('epoch')}) from {checkpoint} as {fmt}")
-    staged = _Staged(out, description_path)
+    staged = StagedFiles(out, description_path)
     try:
-        exported = _export_and_check(checkpoint, state, fmt, staged.model, images, source)
+        exported = _export_and_check(checkpoint, state, fmt, staged.temp(out), images, source)
         parity, runtime = exported.parity, exported.runtime
         say(f"parity ({runtime.name} {runtime.version} vs PyTorch fp32 eager): "
             f"{parity.summary()}")
         if not parity.passed:
             raise UserError(f"parity check failed for {model} as {fmt}, nothing written: "
                             f"{parity.summary()}")
-        description = _describe(checkpoint, state, fmt, out, staged.model, exported)
-        staged.commit(json.dumps(description, indent=2) + "\n")
+        description = _describe(checkpoint, state, fmt, out, staged.temp(out), exported)
+        staged.write_text(description_path, json.dumps(description, indent=2) + "\n")
+        staged.commit()
     finally:
         staged.discard()
     if run_dir is not None:
@@ -175,52 +174,6 @@ def _describe(checkpoint: Path, state: dict[str, Any], fmt: str, out: Path, stag
         "runtime": {"name": exported.runtime.name, "version": exported.runtime.version},
         "parity": exported.parity.record(),
     }
-
-
-class _Staged:
-    """Temporary files beside the outputs: renamed into place by `commit`, else removed."""
-
-    def __init__(self, out: Path, description: Path) -> None:
-        self.out, self.description = out, description
-        self.model = self._temp(out)
-        try:
-            self.meta = self._temp(description)
-        except UserError:
-            self.model.unlink(missing_ok=True)
-            raise
-
-    @staticmethod
-    def _temp(path: Path) -> Path:
-        try:
-            # The suffix stays last: torch.export.load reads only files whose name ends in .pt2.
-            fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
-                                        dir=path.parent)
-        except OSError as err:
-            raise UserError(f"cannot write {path}: {(err.strerror or str(err)).lower()}") from None
-        os.close(fd)
-        return Path(name)
-
-    def commit(self, description: str) -> None:
-        """fsync both, then rename the model file and its description into place."""
-        umask = os.umask(0)
-        os.umask(umask)
-        try:
-            self.meta.write_text(description, encoding="utf-8")
-            for path in (self.model, self.meta):
-                with path.open("rb+") as fh:
-                    os.fsync(fh.fileno())
-                os.chmod(path, 0o666 & ~umask)  # mkstemp's 0600 would hide a file meant to share
-            os.replace(self.model, self.out)
-            os.replace(self.meta, self.description)
-        except OSError as err:
-            if not self.model.exists():  # the model was renamed, its description was not
-                self.out.unlink(missing_ok=True)
-            raise UserError(f"cannot write {self.out}: "
-                            f"{(err.strerror or str(err)).lower()}") from None
-
-    def discard(self) -> None:
-        for path in (self.model, self.meta):
-            path.unlink(missing_ok=True)
 
 
 def _parser() -> argparse.ArgumentParser:
