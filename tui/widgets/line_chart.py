@@ -1,8 +1,9 @@
 """A small braille line chart: each terminal cell holds 2x4 dots, so a 40x12 cell plot has 80x48 dots.
 
-Deterministic (no timing, no randomness), so it snapshots cleanly. Large series are rasterised
-column by column with NumPy (min..max span per dot column, joined to the next column), which is
-what a polyline through every point would cover, at O(n) cost for 100k points.
+Deterministic (no timing, no randomness), so it snapshots cleanly. Large series are first
+decimated to the plot's dot columns, keeping each column's first, lowest, highest and last point
+(`envelope`), then rasterised column by column (min..max span per dot column, joined to the next
+column): the dots a polyline through every point would cover, at O(n) cost for a million points.
 """
 
 from __future__ import annotations
@@ -43,8 +44,13 @@ def fmt_tick(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _finite(v: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(v)
+    return v if ok.all() else v[ok]  # no copy of a clean million-point series
+
+
 def _limits(values: list[np.ndarray], pad: float) -> tuple[float, float] | None:
-    finite = [v[np.isfinite(v)] for v in values]
+    finite = [_finite(np.asarray(v, float)) for v in values]
     finite = [v for v in finite if len(v)]
     if not finite:
         return None
@@ -65,16 +71,51 @@ def _line(x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
             np.rint(np.linspace(y0, y1, n)).astype(np.int64))
 
 
+def _dot_columns(x: np.ndarray, xlim: tuple[float, float], width: int) -> np.ndarray:
+    px = np.rint((x - xlim[0]) / (xlim[1] - xlim[0]) * (width - 1)).astype(np.int64)
+    return np.clip(px, 0, width - 1)
+
+
+def envelope(x: np.ndarray, y: np.ndarray, xlim: tuple[float, float],
+             width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) decimated to at most four points per dot column of a `width`-dot plot over `xlim`.
+
+    Each column keeps its first, lowest, highest and last point, in their original order, so
+    every window's minimum and maximum (a spike) survives, and `rasterise` draws exactly the
+    same dots from these points as from all of them. Points with a NaN or infinite coordinate
+    are dropped, as `rasterise` would.
+    """
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.all():
+        x, y = x[ok], y[ok]
+    if len(x) <= 4 * width:
+        return x, y
+    px = _dot_columns(x, xlim, width)
+    order = None
+    if not (px[1:] >= px[:-1]).all():  # x not sorted (rare): group the columns, stably
+        order = np.argsort(px, kind="stable")
+        px = px[order]
+    ys = y if order is None else y[order]
+    starts = np.searchsorted(px, np.arange(width + 1)).tolist()  # column c: starts[c:c+2]
+    keep: list[int] = []
+    for lo, hi in zip(starts[:-1], starts[1:]):
+        if lo < hi:
+            window = ys[lo:hi]
+            keep += sorted({lo, lo + int(window.argmin()), lo + int(window.argmax()), hi - 1})
+    idx = np.array(keep, dtype=np.int64)
+    if order is not None:
+        idx = order[idx]
+    return x[idx], y[idx]
+
+
 def rasterise(x: np.ndarray, y: np.ndarray, xlim: tuple[float, float],
               ylim: tuple[float, float], width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """Dot coordinates (px, py; py=0 at the top) covered by the polyline through (x, y)."""
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
+    x, y = envelope(x, y, xlim, width)
     if len(x) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    px = np.rint((x - xlim[0]) / (xlim[1] - xlim[0]) * (width - 1)).astype(np.int64)
+    px = _dot_columns(x, xlim, width)
     py = np.rint((ylim[1] - y) / (ylim[1] - ylim[0]) * (height - 1)).astype(np.int64)
-    px = np.clip(px, 0, width - 1)
     py = np.clip(py, 0, height - 1)
     if len(px) == 1:  # a lone point (one evaluation so far): a small plus, not one dot
         cx = np.clip(px[0] + np.array([0, -1, 1, 0, 0]), 0, width - 1)
@@ -114,6 +155,11 @@ class LineChart(Widget):
     @property
     def series(self) -> list[Series]:
         return list(self._series)
+
+    @property
+    def drawn(self) -> bool:
+        """Whether the current series have been rasterised (they are on screen once painted)."""
+        return self._lines is not None
 
     def set_series(self, series: Sequence[Series]) -> None:
         """Replace the plotted lines and redraw."""
