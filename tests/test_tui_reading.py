@@ -194,8 +194,8 @@ def test_watcher_reports_problems_once_and_streams_chunks(tmp_path: Path) -> Non
     write_run(tmp_path, "big", done=8)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "status.json").write_text("nope")
-    # small chunks: one poll posts several growing updates
-    watcher = RunWatcher(tmp_path, clock=lambda: NOW, chunk_bytes=2000)
+    # small chunks, no rate limit: one poll posts several growing updates
+    watcher = RunWatcher(tmp_path, clock=lambda: NOW, chunk_bytes=2000, post_interval=0.0)
     first = list(watcher.poll(["big"]))
     assert isinstance(first[0], RunsScanned) and len(first[0].runs) == 2
     assert [m.text for m in first if isinstance(m, ReadProblem)] == [
