@@ -319,3 +319,11 @@ def test_bad_input_through_a_real_process(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == f"error: checkpoint not found: {tmp_path / 'x.pt'}\n"
     assert os.listdir(tmp_path) == []
+
+
+def test_pt2_needs_a_pt2_suffix(random_checkpoints, out_dir, capsys):
+    out = out_dir / "model.bin"
+    rc = export(random_checkpoints["era_s9"], "--format", "pt2", "--out", out)
+    one_line_error(capsys, rc, "--format pt2 needs an --out ending in .pt2 (torch.export.load "
+                               f"reads only those), got {out}")
+    assert files_under(out_dir) == []

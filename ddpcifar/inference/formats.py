@@ -11,7 +11,6 @@ deprecated, and the warning is silenced only around the calls that this format n
 from __future__ import annotations
 
 import contextlib
-import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,18 +79,15 @@ def load_runtime(fmt: str, path: Path, *, threads: int | None = None) -> Runtime
 
 
 def _write_onnx(module: RawImageModel, example: torch.Tensor, path: Path) -> dict[str, object]:
-    # The exporter prints its steps on stdout even when told not to be verbose; keep stdout
-    # for the command's own output.
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        program = torch.onnx.export(module, (example,), dynamo=True, verbose=False,
-                                    input_names=[INPUT_NAME],
-                                    output_names=[output_name(module.model)],
-                                    dynamic_shapes=_batch_dynamic())
-        assert program is not None
-        program.save(str(path), external_data=False)  # one self-contained file
-    opset = next((o.version for o in program.model_proto.opset_import if o.domain in ("", "ai.onnx")),
-                 None)
+    # verbose=False: otherwise the exporter prints its steps on stdout, the command's output.
+    program = torch.onnx.export(module, (example,), dynamo=True, verbose=False,
+                                input_names=[INPUT_NAME],
+                                output_names=[output_name(module.model)],
+                                dynamic_shapes=_batch_dynamic())
+    assert program is not None
+    program.save(str(path), external_data=False)  # one self-contained file
+    opset = next((o.version for o in program.model_proto.opset_import
+                  if o.domain in ("", "ai.onnx")), None)
     return {"exporter": "torch.onnx.export(dynamo=True)", "torch": torch.__version__,
             "opset": opset}
 
