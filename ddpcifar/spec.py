@@ -226,8 +226,6 @@ class CheckpointConfig(Section):
 class ScratchSection(Section):
     """Settings only the NumPy engine (model 'scratch_cnn') reads."""
 
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="Part of the train split held out "
-                                                              "for validation accuracy.")
     architecture: list[dict[str, Any]] | None = Field(
         None, description="Ordered module definitions, e.g. {\"type\": \"conv\", \"out\": 32, "
                           "\"kernel\": 3, \"padding\": 1}; null: the default network.")
@@ -279,6 +277,19 @@ class RunSpec(Section):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_fields(cls, data: Any) -> Any:
+        """scratch.val_fraction became data.val_size (both engines): old specs still load."""
+        if isinstance(data, dict) and isinstance(data.get("scratch"), dict) \
+                and "val_fraction" in data["scratch"]:
+            data = {**data, "scratch": dict(data["scratch"])}
+            fraction = data["scratch"].pop("val_fraction")
+            section = dict(data.get("data") or {})
+            section.setdefault("val_size", fraction)
+            data["data"] = section
+        return data
+
     @model_validator(mode="after")
     def _launch_checks(self, info: ValidationInfo) -> "RunSpec":
         world = (info.context or {}).get("world_size", 1)
@@ -308,7 +319,7 @@ class RunSpec(Section):
         Honoured there: train.epochs/global_batch_size/seed/log_every/label_smoothing/grad_clip,
         optimizer.lr/momentum/nesterov/weight_decay, all of schedule (ddpcifar.schedule),
         augment.kind/flip_p/translate/translate_pad/cutout, eval.batch_size/every/max_samples,
-        checkpoint.save_best, data.dir/max_samples, logging.*, scratch.*.
+        checkpoint.save_best, data.dir/max_samples/val_size/val_seed, logging.*, scratch.*.
         Ignored, as they cannot change what it computes: data.num_workers and data.os_cache
         (loader speed), train.deterministic (the NumPy engine is deterministic for a seed
         anyway), train.amp='auto' (scratch.dtype decides), optimizer.betas/eps/muon_* (other

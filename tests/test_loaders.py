@@ -376,7 +376,9 @@ def test_backend_augment_combinations_are_checked(data_dir: Path) -> None:
 def test_build_loader_refuses_bad_arguments(data_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="prepared data not found.*train.beton"):
         make(tmp_path, "memory", split="train")
-    with pytest.raises(UserError, match="unknown split 'val'"):
+    with pytest.raises(UserError, match="unknown split 'valid'; expected one of train, test, val"):
+        make(data_dir, "memory", split="valid")
+    with pytest.raises(UserError, match="split 'val' needs a validation split: set data.val_size"):
         make(data_dir, "memory", split="val")
     with pytest.raises(UserError, match="rank must be in"):
         make(data_dir, "memory", rank=2, world_size=2)

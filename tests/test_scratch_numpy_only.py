@@ -33,7 +33,7 @@ settings = ScratchSettings(
     epochs=2, batch_size=16, seed=1, log_every=1, label_smoothing=0.1, grad_clip=1.0, lr=0.05,
     momentum=0.9, nesterov=True, weight_decay=5e-4, schedule=schedule,
     augment=Augment(flip_p=0.5, translate=2, translate_pad="reflect", cutout=8),
-    eval_batch_size=32, eval_every=1, max_samples=4, save_best=True, val_fraction=0.0,
+    eval_batch_size=32, eval_every=1, max_samples=4, save_best=True, val_size=0, val_seed=0,
     architecture=[{"type": "conv", "out": 4, "kernel": 3, "stride": 2, "padding": 1},
                   {"type": "relu"}, {"type": "maxpool", "size": 4}, {"type": "flatten"},
                   {"type": "linear", "out": 10}],

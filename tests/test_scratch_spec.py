@@ -39,7 +39,7 @@ BASE: dict[str, Any] = {
     "data": {"dir": "data/cifar10"},
     "model": {"name": "scratch_cnn"},
     "train": {"epochs": 2, "global_batch_size": 10},
-    "scratch": {"architecture": TINY, "dtype": "float64", "val_fraction": 0.0},
+    "scratch": {"architecture": TINY, "dtype": "float64"},
     "logging": {"run_name": "s", "progress": False, "tensorboard": False},
 }
 
@@ -393,7 +393,7 @@ HONOURED = {
     "augment.translate_pad", "augment.cutout", "train.global_batch_size", "train.seed",
     "train.label_smoothing", "train.grad_clip", "train.log_every", "eval.batch_size",
     "eval.every", "eval.max_samples", "checkpoint.save_best", "logging.runs_dir",
-    "logging.run_name", "logging.tensorboard", "logging.progress", "scratch.val_fraction",
+    "logging.run_name", "logging.tensorboard", "logging.progress", "data.val_size", "data.val_seed",
     "scratch.dtype", "scratch.blas_threads",
     # also in REFUSED for the values it cannot honour:
     "augment.kind", "train.epochs", "train.amp", "scratch.architecture",

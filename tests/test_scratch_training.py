@@ -68,7 +68,7 @@ def read_metrics(run: Path) -> list[dict]:
 def test_train_scratch_writes_the_documented_run_directory(prepared_data, tmp_path):
     """Through the runner the CLI uses: reads the betons, converts the spec, trains."""
     data_dir, _, test = prepared_data
-    spec = scratch_spec(tmp_path, ["scratch.val_fraction=0.2", "train.log_every=7",
+    spec = scratch_spec(tmp_path, ["data.val_size=0.2", "train.log_every=7",
                                    "eval.max_samples=5", "logging.tensorboard=true"],
                         data_dir=data_dir)
     run = spec.run_dir
@@ -154,7 +154,7 @@ def test_train_scratch_learns_a_learnable_task(tmp_path):
     test_x, test_y = learnable_data(200, seed=1)
     settings = settings_of(tmp_path, ["train.epochs=3", "train.global_batch_size=32",
                                       "optimizer.lr=0.02", "augment.kind=none",
-                                      "train.log_every=100"])
+                                      "train.log_every=100", "data.val_size=0.1"])
     splits = Splits(train_x, train_y, test_x, test_y, (60.0,) * 3, (60.0,) * 3, num_classes=10)
     summary = train_scratch(settings, splits, make_rundir(tmp_path / "run", 3), progress=False)
     assert summary["final"]["top1"] > 0.9  # chance is 0.1
@@ -165,7 +165,7 @@ def test_failed_run_is_marked_failed(tmp_path):
     train_x, train_y = learnable_data(64, seed=0)
     seven_classes = TINY[:-1] + [{"type": "linear", "out": 7}]
     settings = settings_of(tmp_path, ["train.epochs=1", "train.global_batch_size=32",
-                                      "scratch.val_fraction=0", "scratch.architecture="
+                                      "data.val_size=0", "scratch.architecture="
                                       + json.dumps(seven_classes)])
     splits = Splits(train_x, train_y, train_x, train_y, (60.0,) * 3, (60.0,) * 3, num_classes=10)
     run = tmp_path / "run"
@@ -175,17 +175,19 @@ def test_failed_run_is_marked_failed(tmp_path):
     assert status["state"] == "failed" and "7 outputs" in status["error"]
 
 
-def test_validation_split_is_seeded_and_disjoint():
+def test_validation_split_is_seeded_stratified_and_disjoint():
     x = np.arange(100, dtype=np.uint8).reshape(100, 1, 1, 1).repeat(3, axis=3)
-    y = np.arange(100)
+    y = np.arange(100) % 4  # 25 per class
     a = split_train_val(x, y, 0.2, seed=5)
     b = split_train_val(x, y, 0.2, seed=5)
     c = split_train_val(x, y, 0.2, seed=6)
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u, v)
     assert len(a[3]) == 20 and len(a[1]) == 80
-    assert set(a[1]).isdisjoint(a[3]) and set(a[1]) | set(a[3]) == set(range(100))
-    assert set(a[3]) != set(c[3])
+    assert np.bincount(a[3]).tolist() == [5, 5, 5, 5]  # each class gives its share
+    train_ids, val_ids = set(a[0][:, 0, 0, 0]), set(a[2][:, 0, 0, 0])
+    assert train_ids.isdisjoint(val_ids) and train_ids | val_ids == set(range(100))
+    assert val_ids != set(c[2][:, 0, 0, 0])
 
 
 def test_missing_data_dir_is_a_user_error_and_leaves_no_run(tmp_path):

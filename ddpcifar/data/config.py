@@ -55,6 +55,25 @@ class DataConfig(BaseModel):
         "null uses every sample.",
     )
 
+    val_size: float = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="Validation images held out of the train split (never trained on): a "
+        "count (e.g. 5000), or a fraction below 1 (e.g. 0.1); 0 = none. Stratified by class "
+        "and drawn from val_seed alone, so it is the same on every rank, across resumes and "
+        "in every trial and seed of a sweep. With a validation split, best.pt is chosen by "
+        "validation loss.",
+    )
+    val_seed: int = Field(default=0, ge=0, description="Seed of the validation split's draw.")
+
+    @field_validator("val_size")
+    @classmethod
+    def _whole_count_or_fraction(cls, value: float) -> float:
+        if value >= 1 and not float(value).is_integer():
+            raise ValueError(f"a count must be a whole number and a fraction below 1, got {value}")
+        return int(value) if value >= 1 else value
+
     @field_validator("dir")
     @classmethod
     def _dir_not_empty(cls, value: Path) -> Path:

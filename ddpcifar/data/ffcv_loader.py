@@ -27,7 +27,8 @@ from ffcv.traversal_order.base import TraversalOrder
 from ddpcifar.data.augment import mean_fill
 from ddpcifar.data.batch import Batch, Normalizer
 from ddpcifar.data.config import AugmentConfig, DataConfig
-from ddpcifar.data.orders import eval_positions, subset_positions, to_split_index, train_order
+from ddpcifar.data.orders import (eval_positions, part_positions, subset_positions, to_split_index,
+                                  train_order)
 from ddpcifar.errors import UserError
 
 
@@ -87,6 +88,7 @@ class FFCVBatchLoader:
         data: DataConfig,
         augment: AugmentConfig,
         *,
+        part: str = "train",
         batch_size: int,
         train: bool,
         rank: int,
@@ -103,6 +105,12 @@ class FFCVBatchLoader:
         self.epoch = 0
         total = _num_samples(path)
         positions = subset_positions(total, data.max_samples)
+        if data.val_size and part != "test":  # stratified by class: the labels are needed
+            from ddpcifar.data.beton import read_split
+
+            _, labels = read_split(data.dir, "train")
+            positions = part_positions(labels, part=part, max_samples=data.max_samples,
+                                       val_size=data.val_size, val_seed=data.val_seed)
         n = total if positions is None else len(positions)
         common = dict(
             batch_size=batch_size,

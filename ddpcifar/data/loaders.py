@@ -45,8 +45,15 @@ def build_loader(
 ) -> BatchLoader:
     """Build this rank's loader for `split`; train=True shuffles, augments and drops the last batch.
 
-    `channels_last`: the batches' memory format (pass model.channels_last).
+    `split`: "train", "test", or "val", the part of the train split held out by
+    `data.val_size` (the "train" loader then skips it). `channels_last`: the batches' memory
+    format (pass model.channels_last).
     """
+    if split == "val" and not data.val_size:
+        raise UserError("split 'val' needs a validation split: set data.val_size")
+    if split not in (*SPLITS, "val"):
+        raise UserError(f"unknown split {split!r}; expected one of {', '.join((*SPLITS, 'val'))}")
+    part, split = split, ("train" if split == "val" else split)
     try:
         check_compatible(data, augment)
     except ValueError as err:
@@ -64,19 +71,19 @@ def build_loader(
         from ddpcifar.data.ffcv_loader import FFCVBatchLoader  # numba import is slow; only when used
 
         loader: BatchLoader = FFCVBatchLoader(
-            path, data, aug, batch_size=batch_size, train=train, rank=rank,
+            path, data, aug, part=part, batch_size=batch_size, train=train, rank=rank,
             world_size=world_size, seed=seed, device=device, normalize=normalize, mean=mean,
         )
     else:
         from ddpcifar.data.memory_loader import MemoryBatchLoader
 
         loader = MemoryBatchLoader(
-            data, aug, split=split, batch_size=batch_size, train=train, rank=rank,
+            data, aug, split=split, part=part, batch_size=batch_size, train=train, rank=rank,
             world_size=world_size, seed=seed, device=device, normalize=normalize, mean=mean,
         )
     if train and len(loader) == 0:
         raise UserError(
-            f"{split} split too small for one full batch per rank: needs at least "
+            f"{part} split too small for one full batch per rank: needs at least "
             f"batch_size x world_size = {batch_size * world_size} samples"
         )
     return loader

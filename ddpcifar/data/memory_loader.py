@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from ddpcifar.data.augment import PixelTable, albumentations_pipeline, alternating_flips, mean_fill
 from ddpcifar.data.batch import Batch, Normalizer
 from ddpcifar.data.config import AugmentConfig, DataConfig
-from ddpcifar.data.orders import derive_seed, eval_positions, subset_positions, to_split_index, train_order
+from ddpcifar.data.orders import derive_seed, eval_positions, part_positions, to_split_index, train_order
 
 
 _FLIP_STREAM = 0xF11B  # mixed into the seed of the alternating-flip draw
@@ -33,6 +33,7 @@ class MemoryBatchLoader:
         augment: AugmentConfig,
         *,
         split: str,
+        part: str | None = None,
         batch_size: int,
         train: bool,
         rank: int,
@@ -46,7 +47,8 @@ class MemoryBatchLoader:
         from ddpcifar.data.beton import read_split
 
         images, labels = read_split(data.dir, split)  # leaves torch threads and global RNGs alone
-        self.positions = subset_positions(len(labels), data.max_samples)
+        self.positions = part_positions(labels, part=part or split, max_samples=data.max_samples,
+                                        val_size=data.val_size, val_seed=data.val_seed)
         if self.positions is not None:
             images, labels = images[self.positions], labels[self.positions]
         self.n = len(labels)

@@ -11,7 +11,7 @@ from typing import Any
 
 from ddpcifar.data.beton import read_split
 from ddpcifar.data.meta import DataMeta, load_meta
-from ddpcifar.data.orders import subset_positions
+from ddpcifar.data.orders import subset_positions, validation_record
 from ddpcifar.runs.rundir import RunDir
 from ddpcifar.scratch.augment import Augment
 from ddpcifar.scratch.network import DEFAULT_ARCHITECTURE
@@ -47,7 +47,8 @@ def scratch_settings(spec: RunSpec) -> ScratchSettings:
         eval_every=spec.eval.every,
         max_samples=spec.eval.max_samples,
         save_best=spec.checkpoint.save_best,
-        val_fraction=spec.scratch.val_fraction,
+        val_size=spec.data.val_size,
+        val_seed=spec.data.val_seed,
         architecture=copy.deepcopy(DEFAULT_ARCHITECTURE if arch is None else arch),
         dtype=spec.scratch.dtype,
         blas_threads=spec.scratch.blas_threads,
@@ -120,6 +121,8 @@ def run_scratch_spec(spec: RunSpec) -> dict:
     run = RunDir(spec.run_dir, name=spec.logging.run_name, model=spec.model.name, engine="numpy",
                  epochs=settings.epochs, world_size=1, classes=meta.classes)
     run.write_spec(spec.resolved())
+    if spec.data.val_size:
+        run.write_validation(validation_record(read_split(spec.data.dir, "train")[1], spec.data))
     writer: Any = run
     if spec.logging.tensorboard:
         from ddpcifar.engine.tensorboard import TensorBoardSink

@@ -24,7 +24,7 @@ from torch import nn
 from ddpcifar.data.beton import read_split
 from ddpcifar.data.loaders import build_loader
 from ddpcifar.data.meta import load_meta
-from ddpcifar.data.orders import subset_positions
+from ddpcifar.data.orders import subset_positions, validation_record
 from ddpcifar.engine.averaging import WeightAverage
 from ddpcifar.engine.checkpoint import rotate_and_save, save_checkpoint
 from ddpcifar.engine.device import configure_backends
@@ -81,6 +81,12 @@ class Trainer:
         self.test_loader = build_loader(spec.data, spec.augment, split="test",
                                         batch_size=spec.eval.batch_size // env.world_size,
                                         train=False, **common)
+        # The validation split (data.val_size), held out of the train split: the train loader
+        # skips it, and it is evaluated beside the test split; best.pt then follows it.
+        self.val_loader = (build_loader(spec.data, spec.augment, split="val",
+                                        batch_size=spec.eval.batch_size // env.world_size,
+                                        train=False, **common)
+                           if spec.data.val_size else None)
         self.steps_per_epoch = len(self.train_loader)  # > 0: build_loader refuses a tiny split
         # A fractional epoch count stops inside the last epoch, the step count rounded up.
         self.total_steps = math.ceil(self.steps_per_epoch * spec.train.epochs - 1e-9)
@@ -124,6 +130,9 @@ class Trainer:
         # This rank's (window, total) sums of a mid-epoch checkpoint, for the epoch it resumes.
         self._partial: list[list[float]] | None = None
         self._test_images: np.ndarray | None = None
+        if spec.data.val_size:
+            self.run.write_validation(validation_record(read_split(spec.data.dir, "train")[1],
+                                                        spec.data))
         if resume_from is not None:
             self._resume(*resume_from)
         else:
@@ -320,14 +329,20 @@ class Trainer:
         with self._averaged():
             result = evaluate(self.net, self.test_loader, num_classes=len(self.classes),
                               amp_dtype=self.amp_dtype, device=self.env.device, tta=tta)
+            val = (evaluate(self.net, self.val_loader, num_classes=len(self.classes),
+                            amp_dtype=self.amp_dtype, device=self.env.device, tta=0)
+                   if self.val_loader is not None else None)
         rate = self.epoch_rates[-1] if self.epoch_rates else None
         report = self.reporter.evaluation(
-            epoch=self.epoch, step=self.step, result=result, val=None, train_loss=train_loss,
+            epoch=self.epoch, step=self.step, result=result, val=val, train_loss=train_loss,
             train_top1=train_top1,
             checkpoint="checkpoints/best.pt" if self.spec.checkpoint.save_best else None,
             images_per_s=rate)
         self.tb.scalars("eval", {k: v for k, v in result.metrics().items() if k != "count"},
                         self.step)
+        if val is not None:
+            self.tb.scalars("val", {k: v for k, v in val.metrics().items()
+                                    if k in ("loss", "top1", "top5")}, self.step)
         self.tb.misclassified(report.samples[:50], self.step)
         if report.improved and self.spec.checkpoint.save_best:
             with self._averaged():  # best.pt holds the weights that were evaluated

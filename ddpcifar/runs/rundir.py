@@ -30,6 +30,7 @@ SPEC = "spec.json"
 LAUNCH = "launch.json"
 LOG = "run.log"
 TAGS = "tags.json"
+VALIDATION = "validation.json"
 
 
 def spread_by_class(true_classes: Sequence[int], limit: int) -> list[int]:
@@ -205,6 +206,10 @@ class RunDir:
     def write_spec(self, spec: dict[str, Any]) -> None:
         write_json(self.path / SPEC, spec)
 
+    def write_validation(self, record: dict[str, Any]) -> None:
+        """The validation split the run holds out (ddpcifar.data.orders.validation_record)."""
+        write_json(self.path / VALIDATION, record)
+
     def write_status(self, **changes: Any) -> None:
         self._status.update(changes)
         self._status["updated"] = time.time()
@@ -282,6 +287,7 @@ class NullRunDir:
         return {}
 
     def write_spec(self, spec: dict[str, Any]) -> None: ...
+    def write_validation(self, record: dict[str, Any]) -> None: ...
     def write_status(self, **changes: Any) -> None: ...
     def log(self, kind: str, *, epoch: float, step: int, values: dict[str, Any]) -> None: ...
     def metrics_bytes(self) -> int:

@@ -39,7 +39,8 @@ class ScratchSettings:
     eval_every: int  # eval.every: evaluate every N epochs and after the last
     max_samples: int  # eval.max_samples: misclassified test images saved per evaluation
     save_best: bool  # checkpoint.save_best: keep checkpoints/scratch_best.npz
-    val_fraction: float  # scratch.val_fraction
+    val_size: float  # data.val_size: validation images held out (a count, or a fraction < 1)
+    val_seed: int  # data.val_seed
     architecture: Sequence[dict[str, Any]]  # scratch.architecture (or the default network)
     dtype: str  # scratch.dtype
     blas_threads: int | None  # scratch.blas_threads

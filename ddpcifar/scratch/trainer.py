@@ -21,6 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ddpcifar.data.orders import part_positions
 from ddpcifar.errors import UserError
 from ddpcifar.metrics import EvalResult, RunningSums
 from ddpcifar.progress import NullProgress, TrainingProgress
@@ -74,23 +75,27 @@ class ScratchData:
     num_classes: int
 
 
-def split_train_val(
-    images: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded random split of the train set into (train_x, train_y, val_x, val_y)."""
-    order = np.random.default_rng(seed).permutation(len(labels))
-    n_val = int(round(len(labels) * val_fraction))
-    val, train = np.sort(order[:n_val]), order[n_val:]
+def split_train_val(images: np.ndarray, labels: np.ndarray, val_size: float,
+                    seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train_x, train_y, val_x, val_y): the validation split of data.val_size and
+    data.val_seed, stratified by class, the same positions the torch engine holds out."""
+    train = part_positions(labels, part="train", max_samples=None, val_size=val_size,
+                           val_seed=seed)
+    val = part_positions(labels, part="val", max_samples=None, val_size=val_size, val_seed=seed)
+    if train is None:
+        train = np.arange(len(labels))
+    if val is None:
+        val = np.zeros(0, dtype=np.int64)
     return images[train], labels[train], images[val], labels[val]
 
 
 def make_data(settings: ScratchSettings, splits: Splits) -> ScratchData:
-    """Hold out the seeded validation part (scratch.val_fraction) of the train split."""
+    """Hold out the validation split (data.val_size, data.val_seed) of the train split."""
     tr_x, tr_y, va_x, va_y = split_train_val(splits.train_x, splits.train_y,
-                                             settings.val_fraction, settings.seed)
+                                             settings.val_size, settings.val_seed)
     if len(tr_y) == 0 or len(splits.test_y) == 0:
         raise UserError(f"no training or test images left after holding out "
-                        f"scratch.val_fraction={settings.val_fraction} of {len(splits.train_y)} "
+                        f"data.val_size={settings.val_size} of {len(splits.train_y)} "
                         f"training images ({len(splits.test_y)} test images)")
     test_index = (np.arange(len(splits.test_y)) if splits.test_index is None
                   else np.asarray(splits.test_index, dtype=np.int64))
