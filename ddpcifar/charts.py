@@ -112,25 +112,31 @@ def confusion_png(title: str, labels: Sequence[str], confusion: Sequence[Sequenc
 
 def samples_png(title: str, images: np.ndarray, captions: Sequence[str], size: tuple[int, int],
                 *, cols: int = 8, rows: int = 5) -> bytes:
-    """Up to cols x rows images (N, H, W, 3) uint8 in a grid, each under its caption.
+    """Up to cols x rows images (N, H, W, 3) uint8 in a grid, each under its caption (two lines:
+    the true class, then `→ predicted (confidence)`).
 
     The tiles are pasted into one array and drawn by a single `imshow`: one axes instead of
-    one per image draws several times faster, and the grid looks the same.
+    one per image draws several times faster, and the grid looks the same. A short list uses
+    fewer rows (and columns), so its tiles come out larger.
     """
     n = min(len(images), cols * rows)
+    cols = min(cols, max(n, 1))
+    rows = max(1, -(-n // cols))
     h, w = (images.shape[1], images.shape[2]) if n else (32, 32)
-    gap, caption_h = max(2, w // 8), h // 2  # between tiles; room above each for its caption
+    gap, caption_h = max(2, w // 8), (h * 3) // 4  # between tiles; room above each for its caption
     cell_h, cell_w = h + caption_h, w + gap
     mosaic = np.full((rows * cell_h, cols * cell_w, 3), 255, np.uint8)
+    box = (0.01, 0.01, 0.98, 0.92)  # the axes, as fractions of the figure
     fig = _figure(size)
-    ax = fig.add_axes((0.01, 0.01, 0.98, 0.92))
+    ax = fig.add_axes(box)
     ax.axis("off")
-    fontsize = max(6.0, min(9.0, size[0] / cols / 22))
+    scale = min(box[2] * size[0] / mosaic.shape[1], box[3] * size[1] / mosaic.shape[0])
+    fontsize = float(np.clip(w * scale / 15, 6, 10))  # points: a caption line fits its tile
     for k in range(n):
         r, c = divmod(k, cols)
         top, left = r * cell_h + caption_h, c * cell_w + gap // 2
         mosaic[top:top + h, left:left + w] = images[k]
-        ax.text(left + w / 2, top - 1, captions[k].replace(" (", "\n("), ha="center",
+        ax.text(left + w / 2, top - 1, captions[k].replace(" → ", "\n→ "), ha="center",
                 va="bottom", fontsize=fontsize)
     ax.imshow(mosaic, interpolation="nearest")
     fig.suptitle(title)
