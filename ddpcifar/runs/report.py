@@ -171,10 +171,16 @@ class Reporter:
         return body
 
     def end(self, state: str, error: str | None = None) -> None:
-        """Mark the run ended (finished, stopped, pruned or failed) and close its log."""
+        """Mark the run ended (finished, stopped, pruned or failed), close its log, then write
+        its model card (ddpcifar.card; the writing rank only, after the state is on disk, and a
+        card that fails is a warning: it never changes or hides how the run ended)."""
         if state not in states.ENDED:
             raise ValueError(f"not an end state: {state}")
         self.run.finish(state, error=error)
+        if self.run.is_writer:
+            from ddpcifar.card import write_card_quietly  # matplotlib loads here, at the end
+
+            write_card_quietly(self.run.path)
 
     def fail(self, err: BaseException | str) -> None:
         """Mark the run failed with a one-line reason (the error itself propagates)."""
