@@ -12,6 +12,7 @@ SIGTERM or Ctrl-C on any rank stops every rank after the same step, with a check
 from __future__ import annotations
 
 import math
+import platform
 import time
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Sequence
@@ -114,6 +115,8 @@ class Trainer:
                         epochs=self.num_epochs, world_size=env.world_size, classes=self.classes)
         self.run = (RunDir(spec.run_dir, resume=resume, **run_args) if env.is_main
                     else NullRunDir(spec.run_dir))
+        # What the model card needs even when the run fails before its summary.
+        self.run.write_status(parameters=self.parameters, **device_fields(env))
         purge = resume_from[0]["step"] + 1 if resume_from is not None else None
         self.tb = (TensorBoardSink(spec.run_dir / "tb", purge_step=purge)
                    if env.is_main and spec.logging.tensorboard else NullTensorBoard())
@@ -412,6 +415,27 @@ class Trainer:
                 "lr": s.optimizer.lr, "weight_decay": s.optimizer.weight_decay,
                 "schedule": s.schedule.name, "augment": s.augment.kind, "amp": s.train.amp,
                 "world_size": self.env.world_size, "seed": s.train.seed}
+
+
+def device_fields(env: DistEnv) -> dict[str, str | None]:
+    """status.json's `device` (cuda or cpu), `device_name` (the GPU or CPU model) and `backend`
+    (rank 0's: every rank of a run uses the same kind of device)."""
+    if env.device.type == "cuda":
+        name: str | None = torch.cuda.get_device_name(env.device)
+    else:
+        name = _cpu_model()
+    return {"device": env.device.type, "device_name": name, "backend": env.backend}
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def _all_ranks(sums: RunningSums[torch.Tensor]) -> RunningSums[float]:
