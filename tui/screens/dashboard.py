@@ -1,10 +1,10 @@
-"""The main screen: run list on top, tabs (curves, samples, classes, details, log) below, and
-the run actions: new run, stop, resume, clone, tags, queue order.
+"""The main screen: run list on top, tabs (curves, samples, classes, details, log, card) below,
+and the run actions: new run, stop, resume, clone, tags, queue order.
 
-All file reading happens in thread workers (`_poll_loop`, `_load_samples`, `_load_details`) that
-only post typed messages; the handlers here just route data to widgets. Actions go through
-ddpcifar.runs (the same code as `python -m ddpcifar.runs`), also in thread workers, and report
-one line each.
+All file reading happens in thread workers (`_poll_loop`, `_load_samples`, `_load_details`,
+CardPanel's) that only post typed messages; the handlers here just route data to widgets.
+Actions go through ddpcifar.runs (the same code as `python -m ddpcifar.runs`), also in thread
+workers, and report one line each.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from tui.screens.image_screen import ImageScreen
 from tui.watcher import RunWatcher
 from tui.widgets.class_bars import ClassBars
 from tui.widgets.confusion import ConfusionGrid
+from tui.widgets.card import CardPanel
 from tui.widgets.curves import SMOOTHING_STEPS, CurvesPanel
 from tui.widgets.details import DetailsPanel
 from tui.widgets.run_table import RunTable
@@ -65,6 +66,7 @@ class DashboardScreen(Screen[None]):
         Binding("3", "tab('classes')", "classes", show=False),
         Binding("4", "tab('details')", "details", show=False),
         Binding("5,l", "tab('log')", "log", show=False),
+        Binding("6", "tab('card')", "card", show=False),
         Binding("n", "new_run", "new run"),
         Binding("k", "stop", "stop"),
         Binding("r", "resume", "resume"),
@@ -124,6 +126,8 @@ class DashboardScreen(Screen[None]):
             with TabPane("Log [5]", id="log"):
                 yield Static("", id="log-title")
                 yield Log(id="run-log", max_lines=5000)
+            with TabPane("Card [6]", id="card"):
+                yield CardPanel(id="card-panel")
         yield Static("", id="notice")
         yield Footer()
 
@@ -196,6 +200,7 @@ class DashboardScreen(Screen[None]):
         elif old is not None and (old.state, old.epoch) != (self.runs[self.selected].state,
                                                             self.runs[self.selected].epoch):
             self._load_details(self.selected)  # summary.json may have appeared
+            self._show_card()  # so may the model card
             self._redraw_curves()  # the note above the curves follows the state
 
     def on_log_updated(self, message: LogUpdated) -> None:
@@ -312,6 +317,7 @@ class DashboardScreen(Screen[None]):
         self._set_watched()
         self._redraw_curves()
         self._redraw_evaluation()
+        self._show_card()
         grid = self.query_one(SampleGrid)
         if name is None:
             grid.set_samples(None, (), message="no run selected")
@@ -319,6 +325,19 @@ class DashboardScreen(Screen[None]):
         grid.set_samples(None, (), message="loading samples…")
         self._request_samples()
         self._load_details(name)
+
+    def _show_card(self) -> None:
+        """Load the selected run's model card, only while its tab shows (markdown takes a moment
+        to lay out, too long to redo at every step through the run list)."""
+        if self.query_one(TabbedContent).active != "card":
+            return
+        info = self.runs.get(self.selected) if self.selected else None
+        self.query_one(CardPanel).show(self.selected, info.path if info else None)
+
+    @on(TabbedContent.TabActivated, "#tabs")
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "card":
+            self._show_card()  # also picks up a card written since (python -m ddpcifar.card)
 
     def _shown_runs(self) -> list[str]:
         """The selected run, plus the marked ones in compare mode (in table order)."""

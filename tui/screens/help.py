@@ -22,7 +22,8 @@ KEYS = [
     ("esc", "anywhere", "back to the run list"),
     ("o  O", "anywhere", "next sort column / reverse the sort"),
     ("m", "anywhere", "sort by any metric (TTA, validation, time to accuracy, ...)"),
-    ("1 2 3 4 5", "anywhere", "curves, samples, classes, details, log tab (l: log)"),
+    ("1 2 3 4 5 6", "anywhere", "curves, samples, classes, details, log, card tab (l: log); "
+                                "the card is the run's MODEL_CARD.md, its charts as file paths"),
     ("n", "anywhere", "new run: a spec from specs/ or the selected run's, checked as you type"),
     ("k", "run list", "stop the run (checkpoint, then stopped); again: kill; queued: cancel"),
     ("r", "run list", "resume a stopped, failed or lost run from its last checkpoint"),
