@@ -246,8 +246,10 @@ def data_source(run_dir: Path, spec: dict[str, Any] | None) -> DataSource:
         return DataSource(None, None, None, "spec.json names no data directory")
     where = Path(raw)
     if not where.is_absolute():
-        launch = read_json(run_dir / LAUNCH, required=False) if (run_dir / LAUNCH).exists() \
-            else None
+        try:
+            launch = read_json(run_dir / LAUNCH, required=False)
+        except UserError:
+            launch = None  # only a hint: fall back to the current directory
         cwd = launch.get("cwd") if isinstance(launch, dict) else None
         where = (Path(cwd) if isinstance(cwd, str) else Path.cwd()) / raw
     meta_path = where / "meta.json"

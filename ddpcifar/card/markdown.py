@@ -294,8 +294,8 @@ def _exports(facts: RunFacts) -> list[str]:
                  f"{pct(parity.get('min_top1_agreement'))}), "
                  f"{'passed' if parity.get('passed') else 'FAILED'}"
                  if _is_number(diff) else "not recorded")
-        rows.append((entry.get("format", "?"), f"`{entry.get('path', '?')}`",
-                     f"{count(entry.get('bytes'))} bytes, sha256 `{str(entry.get('sha256'))[:12]}…`",
+        size = f"{count(entry.get('bytes'))} bytes, sha256 `{str(entry.get('sha256'))[:12]}…`"
+        rows.append((entry.get("format", "?"), f"`{entry.get('path', '?')}`", size,
                      f"`{entry.get('checkpoint', '?')}`", check, entry.get("time", DASH)))
     return ["## Exports", "", "From `exports.json` (`python -m ddpcifar.export`); each file takes "
             "raw uint8 NHWC images and was checked against PyTorch before it was written.", "",
