@@ -392,12 +392,15 @@ class RunSpec(Section):
         return self.model_dump(mode="json", exclude={"schema_ref"})
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split `section.key=VALUE`; VALUE is JSON when it parses as JSON, else a plain string."""
+def parse_override(text: str, *, top_level: bool = False) -> tuple[list[str], Any]:
+    """Split `section.key=VALUE` (or `key=VALUE` with `top_level`); VALUE is JSON when it
+    parses as JSON, else a plain string."""
     path, sep, raw = text.partition("=")
     keys = path.strip().split(".")
-    if not sep or not all(keys) or len(keys) < 2:
-        raise UserError(f"bad --set {text!r}: expected section.key=VALUE, e.g. train.epochs=2")
+    if not sep or not all(keys) or len(keys) < (1 if top_level else 2):
+        example = "trials=8" if top_level else "train.epochs=2"
+        raise UserError(f"bad --set {text!r}: expected {'' if top_level else 'section.'}"
+                        f"key=VALUE, e.g. {example}")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
@@ -405,11 +408,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return keys, value
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], *,
+                    top_level: bool = False) -> dict[str, Any]:
     """Return a copy of `data` with each `section.key=VALUE` applied (validated later)."""
     data = json.loads(json.dumps(data))
     for text in overrides:
-        keys, value = parse_override(text)
+        keys, value = parse_override(text, top_level=top_level)
         node = data
         for key in keys[:-1]:
             child = node.setdefault(key, {})

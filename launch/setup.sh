@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything ddpcifar needs on a fresh Debian machine, as root: the system packages FFCV
-# builds against (plus tmux and shellcheck, which the tests use), a virtual environment, and the
-# pinned Python dependencies. Idempotent: a second run with unchanged pins only checks the install.
+# builds against (plus tmux, shellcheck and PostgreSQL, which the tests use: the sweep tests start
+# a throwaway database server), a virtual environment, and the pinned Python dependencies. Idempotent: a second run with unchanged pins only checks the install.
 #
 #   DDPCIFAR_VENV   where the virtual environment lives (default: .venv in the repository)
 #   PYTHON          the interpreter to build it from (default: python3, must be >= 3.11)
@@ -10,7 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 VENV="${DDPCIFAR_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
-SYSTEM_PACKAGES=(pkg-config libopencv-dev libturbojpeg0-dev g++ tmux shellcheck)
+SYSTEM_PACKAGES=(pkg-config libopencv-dev libturbojpeg0-dev g++ tmux shellcheck postgresql)
 
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do

@@ -5,7 +5,6 @@ the dashboard quits); stop, resume and clone on the selected run, each confirmed
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest

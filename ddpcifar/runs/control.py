@@ -51,6 +51,13 @@ def stop(run_dir: str | os.PathLike, *, kill: bool = False) -> Stopping:
     if info.state == states.QUEUED:
         return Stopping(info, cancel(info.path))
     launch = read_launch(info.path)
+    if info.sweep is not None:  # a trial: stop its torchrun; the sweep's worker goes on
+        agent = ProcessRef.from_json((launch or {}).get("agent"))
+        if agent is None or not agent.alive():
+            raise UserError(f"cannot stop {info.name}: its torchrun is gone")
+        os.kill(agent.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        return Stopping(info, f"{'SIGKILL' if kill else 'SIGTERM'} sent to its torchrun (pid "
+                              f"{agent.pid}); the sweep records the trial as failed and goes on")
     supervisor = ProcessRef.from_json(launch.get("supervisor")) if launch else None
     if supervisor is not None and supervisor.alive():
         again = bool(launch.get("stop_requested")) if launch else False

@@ -27,7 +27,7 @@ from ddpcifar.errors import UserError
 from ddpcifar.runs import detached, queue, states
 from ddpcifar.runs.locks import SharedLock
 from ddpcifar.runs.procs import ProcessRef, this_host
-from ddpcifar.runs.rundir import LAUNCH, LOG, SPEC, STATUS, TAGS, new_status, write_tags
+from ddpcifar.runs.rundir import LAUNCH, LOG, SPEC, STATUS, new_status, write_tags
 from ddpcifar.spec import RunSpec, load_spec
 
 LAUNCH_FORMAT = 1
