@@ -5,7 +5,6 @@ workers per storage with every trial run once, and a SIGKILLed worker's trial re
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from runs_fixtures import ENV, ROOT, kill_leftovers, tiny_spec, train_steps, wait_for
+from runs_fixtures import ENV, kill_leftovers, tiny_spec, train_steps, wait_for
 from sweep_fixtures import postgres_url, sweep_file  # noqa: F401 - a fixture
 
 from ddpcifar.runs.procs import ProcessRef

@@ -14,7 +14,9 @@ from typing import Callable, Iterator, Sequence
 
 from textual.message import Message
 
-from tui.messages import MetricsUpdated, ReadProblem, RunsScanned, SampleEpochsListed
+from tui.log_tail import LogTail
+from tui.messages import (LogUpdated, MetricsUpdated, ReadProblem, RunsScanned,
+                          SampleEpochsListed)
 from tui.metrics import CHUNK_BYTES, MetricsLog, MetricsTail
 from ddpcifar.runs.reader import RunScanner
 from tui.samples import sample_epochs
@@ -42,6 +44,7 @@ class RunWatcher:
         self._posted: set[str] = set()  # runs whose current curves the UI already has
         self._epochs: dict[str, list[int]] = {}
         self._problems_seen: set[str] = set()
+        self._log: tuple[str, LogTail] | None = None  # the selected run's log being followed
 
     def poll(self, watched: Sequence[str]) -> Iterator[Message]:
         """One round: the run list, then metrics and sample epochs for `watched` runs.
@@ -60,6 +63,7 @@ class RunWatcher:
             if self._epochs.get(watched[0]) != epochs:
                 self._epochs[watched[0]] = epochs
                 yield SampleEpochsListed(watched[0], epochs)
+            yield from self._follow_log(watched[0])
 
     def forget_epochs(self, name: str) -> None:
         """Make the next poll re-announce `name`'s sample epochs (after a re-selection)."""
@@ -113,3 +117,14 @@ class RunWatcher:
         if text not in self._problems_seen:
             self._problems_seen.add(text)
             yield ReadProblem(text)
+
+    def _follow_log(self, name: str) -> Iterator[Message]:
+        """New lines of the selected run's run.log (a new selection starts a new tail)."""
+        if self._log is None or self._log[0] != name:
+            self._log = (name, LogTail(self.runs_dir / name / "run.log"))
+            chunk = self._log[1].read()
+            yield LogUpdated(name, chunk.lines, reset=True, missing=chunk.missing)
+            return
+        chunk = self._log[1].read()
+        if chunk.lines or chunk.reset:
+            yield LogUpdated(name, chunk.lines, reset=chunk.reset, missing=chunk.missing)
