@@ -114,10 +114,11 @@ class Worker:
         record.write_text(json.dumps({**self.me.to_json(), "started": time.time()}))
         try:
             while not self.stopping():
+                asked = time.time()
                 trial = self._next_trial()
                 if trial is None:
                     break
-                self._run_trial(trial)
+                self._run_trial(trial, asked)
         finally:
             record.unlink(missing_ok=True)
             for s, handler in previous.items():
@@ -169,10 +170,10 @@ class Worker:
         self.say(f"trial {failed.number}: failed ({why}); retried as trial {retry}")
         return retry
 
-    def _run_trial(self, trial: Trial) -> None:
+    def _run_trial(self, trial: Trial, asked: float) -> None:
         params = suggest(trial, self.sweep)
         shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items()) or "base spec"
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), time.process_time()
 
         def report(step: int, value: float) -> bool:
             trial.report(value, step)
@@ -195,6 +196,8 @@ class Worker:
             trial.set_user_attr(key, value)
         trial.set_user_attr("epochs_run", outcome.epochs_run)
         trial.set_user_attr("duration_s", round(time.monotonic() - t0, 3))
+        trial.set_user_attr("machinery", machinery(asked, outcome.runs,
+                                                   time.process_time() - cpu0))
         self.ran += 1
         took = f"{time.monotonic() - t0:.0f} s"
         if outcome.state == "complete":
@@ -214,6 +217,23 @@ class Worker:
                 why = "the worker was stopped" if self.stopping() else outcome.reason
                 with self._lock():
                     self._retry(self.storage.get_trial(trial._trial_id), why)  # noqa: SLF001
+
+
+def machinery(asked: float, runs: list[str], worker_cpu_s: float) -> dict[str, float | None]:
+    """What the sweep itself cost a trial, apart from what any run pays (torchrun, data):
+    from asking to launching the first run, from the last run's exit to now (just before
+    telling), and the worker's CPU time over the whole trial (following metrics, storage)."""
+    attempts = []
+    for run in runs:
+        try:
+            attempts.append(json.loads((Path(run) / "launch.json").read_text())["attempts"][-1])
+        except (OSError, ValueError, KeyError, IndexError):
+            pass
+    started = [a["started"] for a in attempts if "started" in a]
+    ended = [a["ended"] for a in attempts if "ended" in a]
+    return {"ask_to_launch_s": round(min(started) - asked, 4) if started else None,
+            "exit_to_tell_s": round(time.time() - max(ended), 4) if ended else None,
+            "worker_cpu_s": round(worker_cpu_s, 3)}
 
 
 def live_workers(workers_dir: Path) -> list[ProcessRef]:
