@@ -10,6 +10,9 @@ exact pixel size it is given (no `bbox_inches="tight"`, which would change it).
 from __future__ import annotations
 
 import io
+import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -31,7 +34,28 @@ class Line:
     marker: str = ""
 
 
+def _import_matplotlib() -> None:
+    """Import matplotlib so that it writes nothing outside the files the caller asked for.
+
+    Its import makes a config directory and writes a font cache (~/.config/matplotlib,
+    ~/.cache/matplotlib, or MPLCONFIGDIR). A training run writes only its run directory (it
+    draws its model card; tests/test_security.py checks HOME and TMPDIR stay empty), so unless
+    the user set MPLCONFIGDIR, the import gets a temporary one, removed right after. The cost
+    is one scan of the installed fonts per process (about 0.1 s with a server's few fonts).
+    matplotlib remembers that directory as its cache, which nothing drawn here uses again.
+    """
+    if "matplotlib.font_manager" in sys.modules or "MPLCONFIGDIR" in os.environ:
+        return
+    with tempfile.TemporaryDirectory(prefix="ddpcifar-matplotlib-") as scratch:
+        os.environ["MPLCONFIGDIR"] = scratch
+        try:
+            import matplotlib.figure  # noqa: F401 - reads its config, builds the font list
+        finally:
+            del os.environ["MPLCONFIGDIR"]
+
+
 def _figure(size: tuple[int, int]) -> Any:
+    _import_matplotlib()
     from matplotlib.figure import Figure
 
     width, height = size
@@ -65,9 +89,9 @@ def curves_png(title: str, ylabel: str, lines: Sequence[Line], size: tuple[int, 
 def per_class_png(title: str, labels: Sequence[str], per_class: Sequence[float],
                   size: tuple[int, int]) -> bytes:
     """Horizontal bars of per-class top-1 (0..1), coloured red to green."""
+    fig = _figure(size)
     from matplotlib import colormaps
 
-    fig = _figure(size)
     ax = fig.add_subplot()
     values = np.asarray(per_class, dtype=np.float64) * 100
     y = np.arange(len(values))[::-1]
