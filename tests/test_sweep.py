@@ -4,6 +4,7 @@ workers per storage with every trial run once, and a SIGKILLed worker's trial re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import optuna
 import pytest
 
 from runs_fixtures import ENV, kill_leftovers, tiny_spec, train_steps, wait_for
+from tui_fixtures import wait_until
 from sweep_fixtures import postgres_url, sweep_file  # noqa: F401 - a fixture
 
 from ddpcifar.runs.procs import ProcessRef
@@ -140,6 +142,30 @@ def test_pruning_stops_a_real_run_early_and_marks_it_pruned(work):
     shown = json.loads(show.stdout)
     assert shown["best"] == 0 and [r["state"] for r in shown["trials"]] == ["complete", "pruned"]
     assert {Path(p).name for p in shown["plots"]} == {"history.png"}
+    asyncio.run(_sweep_view(work))
+
+
+async def _sweep_view(work: Path) -> None:
+    """The dashboard's sweep view: trials sorted by the objective, the best marked, enter
+    opens the trial's run in the run list."""
+    from textual.widgets import DataTable, Static
+
+    from tui.app import DashboardApp
+    from tui.screens.sweep import SweepScreen
+
+    app = DashboardApp(work / "runs", poll_interval=0.1, cwd=work)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_until(pilot, lambda: app.screen.runs)
+        await pilot.press("w")
+        await wait_until(pilot, lambda: isinstance(app.screen, SweepScreen))
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        await wait_until(pilot, lambda: table.row_count == 2)
+        assert str(table.get_row_at(0)[0]) == "★ 0" and str(table.get_row_at(1)[1]) == "pruned"
+        assert "1 complete, 1 pruned" in str(screen.query_one("#sweep-summary", Static).content)
+        await pilot.press("down", "enter")
+        await wait_until(pilot, lambda: not isinstance(app.screen, SweepScreen))
+        await wait_until(pilot, lambda: app.screen.selected == "p/trial-0001")
 
 
 def _two_workers(work: Path, name: str, storage: str | None) -> optuna.Study:

@@ -24,7 +24,7 @@ class DashboardApp(App[None]):
     TITLE = "ddpcifar"
     # One stylesheet per screen, all loaded here (a default screen's own CSS_PATH is not).
     CSS_PATH = ["app.tcss", "screens/dashboard.tcss", "screens/help.tcss",
-                "screens/image_screen.tcss", "screens/new_run.tcss", "screens/confirm.tcss"]
+                "screens/image_screen.tcss", "screens/new_run.tcss", "screens/confirm.tcss", "screens/sweep.tcss"]
     BINDINGS = [
         Binding("q", "quit", "quit"),
         Binding("question_mark", "help", "help"),

@@ -31,10 +31,12 @@ from ddpcifar.runs.reader import log_tail
 from tui.messages import (ActionDone, DetailsLoaded, LogUpdated, MetricsUpdated, ReadProblem,
                           RunsScanned, SampleEpochsListed, SamplesLoaded)
 from tui.run_form import Source, spec_argument, spec_sources
+from tui.sweeps import sweep_dirs
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.new_run import NewRun, NewRunScreen
 from tui.screens.prompt import TextPromptScreen
-from tui.screens.sort import SortScreen
+from tui.screens.choice import ChoiceScreen
+from tui.screens.sweep import SweepScreen
 from tui.metrics import Curves, latest_evaluation
 from ddpcifar.runs.reader import RunInfo, read_json_text
 from tui.samples import SamplesError, load_samples
@@ -47,6 +49,17 @@ from tui.widgets.curves import SMOOTHING_STEPS, CurvesPanel
 from tui.widgets.details import DetailsPanel
 from tui.widgets.run_table import RunTable
 from tui.widgets.sample_grid import SampleGrid
+
+
+SORT_CHOICES = [(k, f"{k:<20} {d}") for k, d in (
+    ("name", "run name"), ("model", "model"), ("state", "state"), ("epoch", "epochs done"),
+    ("queue", "queue position"), ("best_top1", "best test top-1"),
+    ("last_top1", "latest test top-1"), ("top1_tta", "top-1 with test-time augmentation"),
+    ("val_top1", "validation top-1"), ("images_per_s", "training images/s"),
+    ("elapsed_s", "elapsed time"), ("final_loss", "final test loss"),
+    ("final_top1", "final test top-1"), ("final_top5", "final test top-5"),
+    ("wall_time_s", "wall time"), ("train_time_s", "training time"),
+    ("time_to_accuracy_s", "time to accuracy (airbench's)"))]
 
 
 class DashboardScreen(Screen[None]):
@@ -73,6 +86,7 @@ class DashboardScreen(Screen[None]):
         Binding("C", "clone", "clone"),
         Binding("e", "tags", "tags", show=False),
         Binding("m", "sort_metric", "sort by…", show=False),
+        Binding("w", "sweep", "sweep"),
         Binding("plus", "queue_move(-1)", "queue up", show=False),
         Binding("minus", "queue_move(1)", "queue down", show=False),
     ]
@@ -561,7 +575,8 @@ class DashboardScreen(Screen[None]):
                 table.sort_by_metric(key)
                 self._show_sort()
 
-        self.app.push_screen(SortScreen(table.sort_key), chosen)
+        self.app.push_screen(ChoiceScreen("sort runs by (missing values last)", SORT_CHOICES,
+                                          table.sort_key), chosen)
 
     def action_queue_move(self, delta: int) -> None:
         info = self._selected_info("move in the queue")
@@ -573,3 +588,27 @@ class DashboardScreen(Screen[None]):
         target = max(1, info.queue_position + delta)
         self._act("queue", lambda: f"{name}: queue position {queue.move(root, name, target)}",
                   info.name)
+
+    def action_sweep(self) -> None:
+        """The sweep of the selected trial; else pick one of the runs directory's sweeps."""
+        info = self.runs.get(self.selected) if self.selected else None
+        if info is not None and info.sweep is not None:
+            self._open_sweep(info.sweep)
+            return
+        sweeps = [p.name for p in sweep_dirs(self.runs_dir)]
+        if not sweeps:
+            self.notify(f"no sweep in {self.runs_dir} (python -m ddpcifar.sweep run SWEEP.json)",
+                        severity="warning")
+        elif len(sweeps) == 1:
+            self._open_sweep(sweeps[0])
+        else:
+            self.app.push_screen(ChoiceScreen("open a sweep", [(s, s) for s in sweeps]),
+                                 lambda name: name and self._open_sweep(name))
+
+    def _open_sweep(self, name: str) -> None:
+        def opened(run: str | None) -> None:
+            if run:
+                self._select_next = run
+                self._wake.set()
+
+        self.app.push_screen(SweepScreen(self.runs_dir / name, self.poll_interval), opened)

@@ -30,6 +30,9 @@ KEYS = [
     ("C", "run list", "clone the run with changes (the new-run form)"),
     ("e", "run list", "edit the run's tags"),
     ("+  -", "run list", "move a queued run up / down the queue"),
+    ("w", "anywhere", "the sweep view (the selected trial's sweep, or pick one)"),
+    ("o p g k enter", "sweep view", "sort by objective / next parameter / start a worker / "
+                                     "stop its workers / open the trial's run"),
     ("x", "curves", "x axis: epoch or optimizer step"),
     ("s  S", "curves", "more / less EMA smoothing"),
     ("← → ↑ ↓", "samples", "move between images"),

@@ -30,6 +30,7 @@ class Series:
     x: np.ndarray
     y: np.ndarray
     color: str
+    points: bool = False  # a scatter: each point a small mark, no line between them
 
 
 def fmt_tick(value: float) -> str:
@@ -106,6 +107,20 @@ def envelope(x: np.ndarray, y: np.ndarray, xlim: tuple[float, float],
     if order is not None:
         idx = order[idx]
     return x[idx], y[idx]
+
+
+def scatter(x: np.ndarray, y: np.ndarray, xlim: tuple[float, float],
+            ylim: tuple[float, float], width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dot coordinates of a small plus at every finite point (py=0 at the top)."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    px = _dot_columns(x[ok], xlim, width)
+    py = np.clip(np.rint((ylim[1] - y[ok]) / (ylim[1] - ylim[0]) * (height - 1)).astype(np.int64),
+                 0, height - 1)
+    dx, dy = np.array([0, -1, 1, 0, 0]), np.array([0, 0, 0, -1, 1])
+    return (np.clip((px[:, None] + dx).ravel(), 0, width - 1),
+            np.clip((py[:, None] + dy).ravel(), 0, height - 1))
 
 
 def rasterise(x: np.ndarray, y: np.ndarray, xlim: tuple[float, float],
@@ -191,8 +206,9 @@ class LineChart(Widget):
         bits = np.zeros((plot_h, plot_w), dtype=np.uint8)
         owner = np.full((plot_h, plot_w), -1, dtype=np.int64)
         for i, s in enumerate(self._series):
-            px, py = rasterise(np.asarray(s.x, float), np.asarray(s.y, float), xlim, ylim,
-                               dots_w, dots_h)
+            draw = scatter if s.points else rasterise
+            px, py = draw(np.asarray(s.x, float), np.asarray(s.y, float), xlim, ylim,
+                          dots_w, dots_h)
             if len(px) == 0:
                 continue
             cy, cx = py // 4, px // 2
