@@ -25,7 +25,7 @@ from torch import nn
 from ddpcifar.data.beton import read_split
 from ddpcifar.data.loaders import build_loader
 from ddpcifar.data.meta import load_meta
-from ddpcifar.data.orders import subset_positions, validation_record
+from ddpcifar.data.orders import part_positions, subset_positions, validation_record
 from ddpcifar.engine.averaging import WeightAverage
 from ddpcifar.engine.checkpoint import rotate_and_save, save_checkpoint
 from ddpcifar.engine.device import configure_backends
@@ -154,7 +154,11 @@ class Trainer:
         """Set the model's stem from `samples` training images (the same on every rank)."""
         cfg = self.spec.model.whitening
         assert cfg is not None
-        images, _ = read_split(self.spec.data.dir, "train")
+        images, labels = read_split(self.spec.data.dir, "train")
+        if self.spec.data.val_size:  # never look at the validation images, not even here
+            data = self.spec.data
+            images = images[part_positions(labels, part="train", max_samples=data.max_samples,
+                                           val_size=data.val_size, val_seed=data.val_seed)]
         # Evenly spaced, not the first N: a split written class by class would give one class.
         picked = subset_positions(len(images), cfg.samples)
         first = torch.from_numpy(images if picked is None else images[picked])
