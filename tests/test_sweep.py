@@ -116,6 +116,30 @@ def test_seeded_sampling_asks_for_the_same_parameters(work):
     assert not (work / "runs").exists()  # a dry run writes nothing
 
 
+def test_workers_and_continued_studies_never_repeat_random_draws(work):
+    """Each trial's sampler is seeded by its number: two workers (or a sweep run again) ask for
+    what one uninterrupted worker would, never the same draw twice."""
+    from ddpcifar.sweep.config import check_against_spec, load_sweep
+    from ddpcifar.sweep.worker import Worker
+
+    def asked(worker: Worker, n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            trial = worker._next_trial()
+            out.append(trial.suggest_float("optimizer.lr", 0.01, 0.5, log=True))
+            worker.study.tell(trial, 0.5)
+        return out
+
+    sweep = load_sweep(sweep_file(work / "d.json", work / "tiny.json", trials=6,
+                                  sampler={"kind": "tpe", "seed": 3, "startup_trials": 6}))
+    base = check_against_spec(sweep, work)
+    one = asked(Worker(sweep, work / "one", base, work, say=lambda _: None), 6)
+    first, second = (Worker(sweep, work / "two", base, work, say=lambda _: None)
+                     for _ in range(2))
+    two = asked(first, 3) + asked(second, 3)
+    assert len(set(one)) == 6 and two == one
+
+
 @pytest.mark.slow
 def test_pruning_stops_a_real_run_early_and_marks_it_pruned(work):
     # Random sampling with seed 0 asks for lr 0.05 first, then 20: a diverging run whose

@@ -212,7 +212,8 @@ def _dry_run(sweep: Any, sweep_dir: Path, base: dict[str, Any], count: int) -> i
     study = optuna.create_study(direction="maximize" if sweep.objective.maximize else "minimize",
                                 sampler=sampler(sweep), pruner=pruner(sweep))
     print(f"dry run of sweep {sweep.name} ({sweep_dir}): nothing is run or written")
-    for _ in range(min(count, sweep.trials)):
+    for number in range(min(count, sweep.trials)):
+        study.sampler = sampler(sweep, number)  # as a worker asks for trial `number`
         trial = study.ask()
         params = suggest(trial, sweep)
         for k, seed in enumerate(sweep.seeds):

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from ddpcifar.data.orders import derive_seed
 from ddpcifar.errors import UserError
 from ddpcifar.runs.procs import ProcessRef
 from ddpcifar.sweep import storage as st
@@ -29,14 +30,22 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 WAIT_S = 1.0  # between looks at a study whose last trials other workers are running
 
 
-def sampler(sweep: SweepSpec) -> optuna.samplers.BaseSampler:
+def sampler(sweep: SweepSpec, number: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler that asks for trial `number`, seeded by (sampler.seed, number).
+
+    A seeded sampler made once per process would repeat its random draws in every worker and
+    in every run that continues the study (each would start its sequence over). Samplers read
+    what they need from the study's trials, so a fresh one per trial, seeded by the trial's
+    number, asks for the same parameters for the same history whichever worker asks.
+    """
     s = sweep.sampler
+    seed = derive_seed(s.seed, number) % 2**32
     if s.kind == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if s.kind == "grid":
         grid = {p: v.choices for p, v in sweep.space.items() if isinstance(v, ChoiceParam)}
-        return optuna.samplers.GridSampler(grid, seed=s.seed)
-    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.startup_trials)
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.startup_trials)
 
 
 def pruner(sweep: SweepSpec) -> optuna.pruners.BasePruner:
@@ -137,6 +146,7 @@ class Worker:
                     raise UserError(f"sweep {self.sweep.name}: {c['fail']} trials failed; "
                                     "stopping (see the trials' run.log)")
                 if c["waiting"] or c["complete"] + c["pruned"] + c["running"] < self.sweep.trials:
+                    self.study.sampler = sampler(self.sweep, sum(c.values()))
                     return self.study.ask()
                 if not c["running"]:
                     return None
