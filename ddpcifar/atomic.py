@@ -37,3 +37,14 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` atomically."""
     with atomic_open(path, "wb") as fh:
         fh.write(data)
+
+
+def write_text_or_print(text: str, path: str | os.PathLike | None) -> None:
+    """Write `text` to `path` atomically, or to stdout when there is no path (a CLI's --out)."""
+    if path is None:
+        import sys
+
+        sys.stdout.write(text)
+        return
+    with atomic_open(path, "w") as fh:
+        fh.write(text)

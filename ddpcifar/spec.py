@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -444,12 +443,30 @@ def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
     return parts
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, noun: str = "spec") -> str:
     """One line per problem, each naming the field, the bad value and what is allowed."""
     parts = [msg if loc == "(spec)" else f"{loc}: {msg}" if msg in ("unknown key",
              "required field is missing") else f"{loc}={msg}"
              for loc, msg in validation_problems(err)]
-    return f"invalid spec {source}: " + "; ".join(parts)
+    return f"invalid {noun} {source}: " + "; ".join(parts)
+
+
+def read_json_object(path: Path, noun: str = "spec") -> dict[str, Any]:
+    """A JSON object from `path` (a spec, a sweep file); any problem is one UserError line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{noun} file not found: {path}") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {noun} {path}: {err.__class__.__name__}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{noun} {path} is not valid JSON: {err.msg} at line {err.lineno} "
+                        f"column {err.colno}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{noun} {path} must be a JSON object, got {type(data).__name__}")
+    return data
 
 
 def check_data(data: dict[str, Any], *, world_size: int = 1,
@@ -471,20 +488,7 @@ def load_spec(
 ) -> RunSpec:
     """Read, override and validate a spec file; any problem is one UserError line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"spec file not found: {path}") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read spec {path}: {err.__class__.__name__}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UserError(f"spec {path} is not valid JSON: {err.msg} at line {err.lineno} "
-                        f"column {err.colno}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"spec {path} must be a JSON object, got {type(data).__name__}")
-    data = apply_overrides(data, overrides)
+    data = apply_overrides(read_json_object(path), overrides)
     try:
         return RunSpec.model_validate(data, context={"world_size": world_size, "cuda": cuda})
     except ValidationError as err:
@@ -513,13 +517,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "schema":
-        text = json.dumps(json_schema(), indent=2) + "\n"
-        if args.out:
-            from ddpcifar.atomic import atomic_open
-            with atomic_open(args.out, "w") as fh:
-                fh.write(text)
-        else:
-            sys.stdout.write(text)
+        from ddpcifar.atomic import write_text_or_print
+
+        write_text_or_print(json.dumps(json_schema(), indent=2) + "\n", args.out)
         return 0
     spec = load_spec(args.spec, args.overrides, world_size=args.world_size)
     print(json.dumps(spec.resolved(), indent=2))

@@ -67,7 +67,7 @@ BAD = [
     ({"space": {"train.seed": {"type": "int", "low": 0, "high": 3}}},
      "invalid sweep {p}: space.train.seed: the sweep sets this field itself (seeds: use "
      "`seeds`; validation: use `validation`)"),
-    ({"base": {"spec": "missing.json"}}, "base.spec: file not found: {w}/missing.json"),
+    ({"base": {"spec": "missing.json"}}, "base.spec: spec file not found: {w}/missing.json"),
     ({"base": {"spec": "tiny.json", "overrides": ["train.global_batch_size=0"]}},
      "base: the spec does not validate: train.global_batch_size: 0: Input should be greater "
      "than or equal to 1"),

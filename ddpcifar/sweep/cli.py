@@ -69,14 +69,9 @@ def _schema(args: argparse.Namespace) -> int:
 
     schema = SweepSpec.model_json_schema(by_alias=True)
     schema.update({"$id": "https://ddpcifar.local/sweep.schema.json", "title": "ddpcifar sweep"})
-    text = json.dumps(schema, indent=2) + "\n"
-    if args.out:
-        from ddpcifar.atomic import atomic_open
+    from ddpcifar.atomic import write_text_or_print
 
-        with atomic_open(args.out, "w") as fh:
-            fh.write(text)
-    else:
-        sys.stdout.write(text)
+    write_text_or_print(json.dumps(schema, indent=2) + "\n", args.out)
     return 0
 
 
@@ -99,15 +94,9 @@ def _resolve(args: argparse.Namespace) -> tuple[Any, Path, dict[str, Any], Path]
 
 
 def load_sweep_data(data: dict[str, Any], overrides: list[str], source: str) -> Any:
-    from ddpcifar.spec import apply_overrides
-    from ddpcifar.sweep.config import SweepSpec
+    from ddpcifar.sweep.config import validate_sweep
 
-    from pydantic import ValidationError
-
-    try:
-        return SweepSpec.model_validate(apply_overrides(data, overrides, top_level=True))
-    except ValidationError as err:
-        raise UserError(f"invalid sweep {source}: {err.errors()[0]['msg']}") from None
+    return validate_sweep(data, overrides, source)
 
 
 def _read_record(sweep_dir: Path) -> dict[str, Any]:

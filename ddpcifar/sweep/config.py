@@ -19,7 +19,8 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ddpcifar.errors import UserError
-from ddpcifar.spec import RunSpec, apply_overrides, check_data, validation_problems
+from ddpcifar.spec import (RunSpec, apply_overrides, check_data, format_validation_error,
+                           read_json_object)
 
 SWEEP_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -174,38 +175,26 @@ class SweepSpec(Section):
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
     """Read and validate a sweep file; a one-line UserError for any problem."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"sweep file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read sweep {path}: {type(err).__name__}") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"sweep {path} is not valid JSON: {err.msg} at line {err.lineno}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"sweep {path} must be a JSON object, got {type(data).__name__}")
+    data = read_json_object(path, "sweep")
     data.setdefault("name", path.stem)
-    data = apply_overrides(data, overrides or [], top_level=True)
+    return validate_sweep(data, overrides or [], str(path))
+
+
+def validate_sweep(data: dict[str, Any], overrides: list[str], source: str) -> SweepSpec:
+    """Sweep data (a file's, or a sweep directory's record) with `overrides`, validated."""
+    data = apply_overrides(data, overrides, top_level=True)
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as err:
-        parts = [msg if loc == "(spec)" else f"{loc}: {msg}" if msg in (
-            "unknown key", "required field is missing") else f"{loc}={msg}"
-            for loc, msg in validation_problems(err)]
-        raise UserError(f"invalid sweep {path}: " + "; ".join(parts)) from None
+        raise UserError(format_validation_error(err, source, "sweep")) from None
 
 
 def base_spec_data(sweep: SweepSpec, cwd: Path) -> dict[str, Any]:
     """The base run spec with its overrides and the sweep's own settings, as JSON data."""
-    spec_path = cwd / sweep.base.spec
     try:
-        data = json.loads(spec_path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"base.spec: file not found: {spec_path}") from None
-    except (OSError, ValueError) as err:
-        raise UserError(f"base.spec: cannot read {spec_path}: {err}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"base.spec: {spec_path} is not a JSON object")
+        data = read_json_object(cwd / sweep.base.spec)
+    except UserError as err:
+        raise UserError(f"base.spec: {err}") from None
     data = apply_overrides(data, sweep.base.overrides)
     return apply_overrides(data, [f"data.val_size={sweep.validation.size:g}",
                                   f"data.val_seed={sweep.validation.seed}", "eval.every=1",
