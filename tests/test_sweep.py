@@ -257,3 +257,21 @@ def test_a_killed_workers_trial_is_retried_and_nothing_is_left_running(work):
     assert "worker-died" in json.loads((first / "tags.json").read_text())
     assert (work / "runs" / "k" / "trial-0001" / "summary.json").exists()
     assert not list((work / "runs" / "k" / "workers").iterdir())
+
+
+@pytest.mark.parametrize("name", ["sweep_airbench94", "sweep_seeds", "sweep_small"])
+def test_example_sweeps_validate_against_their_base_specs(name):
+    from ddpcifar.sweep.config import check_against_spec, load_sweep
+
+    root = Path(__file__).resolve().parents[1]
+    sweep = load_sweep(root / "specs" / f"{name}.json")
+    base = check_against_spec(sweep, root)
+    assert base["eval"]["every"] == 1 and base["data"]["val_size"] == sweep.validation.size
+
+
+def test_sweep_schema_file_is_current(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "s.json"
+    proc = sweep_cli("schema", "--out", str(out), cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text()) == json.loads((root / "specs" / "sweep.schema.json").read_text())
