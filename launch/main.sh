@@ -36,4 +36,4 @@ export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
 RUNS_DIR="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["logging"]["runs_dir"])' "$SPEC")"
 for arg in "$@"; do [[ "$arg" == logging.runs_dir=* ]] && RUNS_DIR="${arg#logging.runs_dir=}"; done
 "$PY" -m ddpcifar.evaluate "$RUNS_DIR/$RUN_NAME/checkpoints/best.pt" --data "$DATA_DIR"
-echo "main: run directory $RUNS_DIR/$RUN_NAME; watch runs with: $PY -m tui --runs $RUNS_DIR"
+echo "main: run directory $RUNS_DIR/$RUN_NAME (model card: $RUNS_DIR/$RUN_NAME/MODEL_CARD.md); watch and steer runs with: $PY -m tui --runs $RUNS_DIR"
