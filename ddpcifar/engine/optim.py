@@ -1,7 +1,8 @@
 """Optimizers built from the spec, with the learning rate set at every step from the schedule.
 
-`TrainOptimizer` holds one torch optimizer (SGD or AdamW), or two for 'muon' (torch.optim.Muon
-for the convolution filters, SGD for the rest), and sets every group's lr at each step as
+`TrainOptimizer` holds one torch optimizer (SGD or AdamW), or two for 'muon' (`BatchedMuon`,
+torch.optim.Muon's update batched over same-shape matrices, for the convolution filters, SGD
+for the rest), and sets every group's lr at each step as
 `base_lr * lr_factor(step)`; a group with a freeze step (the whitening stem's bias) drops to lr
 0 from then on. Freezing by lr rather than `requires_grad` keeps DDP's set of gradients fixed.
 """
@@ -55,12 +56,89 @@ def _split(model: nn.Module, cfg: OptimizerConfig, roles: ParamRoles) -> dict[st
     return parts
 
 
-class ConvMuon:
-    """torch.optim.Muon over 4-d convolution filters, each seen as an (out, in*k*k) matrix.
+# Newton-Schulz quintic coefficients and the norm's floor: torch.optim.Muon's (and Keller Jordan's).
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+NS_EPS = 1e-7
 
-    torch.optim.Muon takes 2-d parameters only. Each filter gets a 2-d Parameter sharing its
-    storage (columns in memory order: Muon's orthogonalisation commutes with a permutation of
-    columns, so the layout does not matter); gradients are copied into that shape before the step.
+
+@torch.no_grad()
+def orthogonalize(g: torch.Tensor, steps: int, eps: float = NS_EPS) -> torch.Tensor:
+    """Newton-Schulz iterations towards the nearest semi-orthogonal matrix, in bf16.
+
+    `g` is one (m, n) matrix or a stack (b, m, n) of same-shape matrices, each normalised by its
+    own Frobenius norm: a stack is one batched matmul per product instead of b small ones. A
+    single matrix takes exactly torch.optim.Muon's operations, so the two agree bitwise.
+    """
+    a, b, c = NS_COEFFICIENTS
+    x = g.bfloat16()  # the iteration is robust to bf16 rounding; it halves the matmuls' bytes
+    tall = g.size(-2) > g.size(-1)
+    if tall:  # iterate on the wide orientation: the Gram matrix is then the smaller one
+        x = x.mT
+    if x.ndim == 2:
+        x = x / x.norm().clamp(min=eps)
+        for _ in range(steps):
+            gram = x @ x.T
+            x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    else:
+        x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+        for _ in range(steps):
+            gram = x @ x.mT
+            x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.mT if tall else x
+
+
+class BatchedMuon(torch.optim.Optimizer):
+    """Muon over 2-d parameters with one Newton-Schulz call per shape: torch.optim.Muon's update
+    (momentum as an EMA, Nesterov, lr scaled by sqrt(max(1, rows/cols)), no weight decay), with
+    the same state ("momentum_buffer") and group keys, so checkpoints move between the two.
+
+    airbench's six filters have four shapes; its three (256, 2304) filters orthogonalise as one
+    (3, 256, 2304) stack.
+    """
+
+    def __init__(self, params: list[nn.Parameter], *, lr: float, momentum: float,
+                 nesterov: bool, ns_steps: int) -> None:
+        if any(p.ndim != 2 for p in params):
+            raise ValueError("BatchedMuon takes 2-d parameters only")
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov,
+                                      ns_steps=ns_steps, weight_decay=0.0,
+                                      ns_coefficients=NS_COEFFICIENTS, eps=NS_EPS))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            buckets: dict[tuple[Any, ...], list[nn.Parameter]] = {}
+            for p in group["params"]:
+                if p.grad is not None:
+                    buckets.setdefault((p.shape, p.dtype, p.device), []).append(p)
+            momentum, lr = group["momentum"], group["lr"]
+            for (shape, _, _), params in buckets.items():
+                grads = [p.grad for p in params]
+                bufs = [self._buffer(p) for p in params]
+                torch._foreach_lerp_(bufs, grads, 1 - momentum)
+                updates = torch._foreach_lerp(grads, bufs, momentum) if group["nesterov"] else bufs
+                if len(params) == 1:
+                    ortho = [orthogonalize(updates[0], group["ns_steps"], group["eps"])]
+                else:
+                    ortho = orthogonalize(torch.stack(updates), group["ns_steps"],
+                                          group["eps"]).unbind(0)
+                step = lr * math.sqrt(max(1.0, shape[0] / shape[1]))
+                for p, update in zip(params, ortho):
+                    p.add_(update, alpha=-step)
+
+    def _buffer(self, p: nn.Parameter) -> torch.Tensor:
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+        return state["momentum_buffer"]
+
+
+class ConvMuon:
+    """Muon (`BatchedMuon`) over 4-d convolution filters, each seen as an (out, in*k*k) matrix.
+
+    Each filter gets a 2-d Parameter sharing its storage (columns in memory order: Muon's
+    orthogonalisation commutes with a permutation of columns, so the layout does not matter);
+    gradients are handed over in that shape (a view, no copy) before the step.
     """
 
     def __init__(self, filters: list[nn.Parameter], *, lr: float, momentum: float,
@@ -68,8 +146,8 @@ class ConvMuon:
         self.filters = filters
         self.normalize = normalize
         self.matrices = [nn.Parameter(_matrix_view(p.data)) for p in filters]
-        self.optimizer = torch.optim.Muon(self.matrices, lr=lr, momentum=momentum,
-                                          nesterov=nesterov, weight_decay=0.0, ns_steps=ns_steps)
+        self.optimizer = BatchedMuon(self.matrices, lr=lr, momentum=momentum, nesterov=nesterov,
+                                     ns_steps=ns_steps)
 
     @torch.no_grad()
     def prepare(self) -> None:
