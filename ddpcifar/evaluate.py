@@ -26,13 +26,19 @@ DEFAULT_BATCH_SIZE = 1000
 
 def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, batch_size: int | None = None,
                         loader: str = "memory", device: str = "auto",
-                        amp: str | None = None, tta: int | None = None) -> dict[str, Any]:
+                        amp: str | None = None, tta: int | None = None,
+                        tta_threshold: float | None = None) -> dict[str, Any]:
     """Metrics of `checkpoint` on `data_dir`'s test split, in one process.
 
-    `tta` (0, 1, 2) adds top1_tta; None: the level the run's spec evaluated with. `batch_size`
-    None: 1000 (a NumPy engine checkpoint: the eval.batch_size it was trained with).
+    `tta` (0, 1, 2) adds top1_tta; None: the level the run's spec evaluated with.
+    `tta_threshold`: selective TTA, only for the predictions with at most this confidence;
+    None: the run's eval.tta_threshold (null there: all of them). `batch_size` None: 1000 (a
+    NumPy engine checkpoint: the eval.batch_size it was trained with).
     """
     if is_scratch_checkpoint(checkpoint):
+        if tta_threshold is not None:
+            raise UserError(f"--tta-threshold: {checkpoint} is a NumPy engine checkpoint, which "
+                            "has no test-time augmentation")
         refuse_torch_options(checkpoint, loader=loader, device=device, amp=amp, tta=tta)
         return evaluate_scratch_checkpoint(checkpoint, data_dir, batch_size=batch_size)
     from ddpcifar.data.config import AugmentConfig, DataConfig
@@ -51,15 +57,22 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, batch_size: int | N
                         f"{checkpoint} was trained on {state['classes']}")
     dev = select_device(device)
     model = load_model(state, checkpoint, dev)
+    evaluated = (state.get("spec") or {}).get("eval", {})
     if tta is None:
-        tta = int((state.get("spec") or {}).get("eval", {}).get("tta", 0))
+        tta = int(evaluated.get("tta", 0))
+    if tta_threshold is None and tta:
+        tta_threshold = evaluated.get("tta_threshold")
+    if tta_threshold is not None and not tta:
+        raise UserError(f"--tta-threshold {tta_threshold} selects images for test-time "
+                        "augmentation, which is off (pass --tta 1 or 2)")
     norm = state["normalization"]
     test = build_loader(DataConfig(dir=data_dir, loader=loader), AugmentConfig(kind="none"),
                         split="test", batch_size=batch_size or DEFAULT_BATCH_SIZE, train=False,
                         rank=0, world_size=1, seed=0, device=dev, mean=norm["mean"],
                         std=norm["std"])
     result = evaluate(model, test, num_classes=state["num_classes"],
-                      amp_dtype=resolve_amp(amp or state["amp"], dev), device=dev, tta=tta)
+                      amp_dtype=resolve_amp(amp or state["amp"], dev), device=dev, tta=tta,
+                      tta_threshold=tta_threshold)
     out = result.metrics()
     out.update(model=state["model"], epoch=state["epoch"], classes=state["classes"],
                checkpoint=str(checkpoint), data=str(data_dir))
@@ -106,7 +119,8 @@ def _print_table(m: dict[str, Any]) -> None:
     console.print(f"[bold]{m['model']}[/] epoch {epoch} on {m['data']} ({m['count']} images): "
                   f"loss {m['loss']:.4f}  top1 {m['top1']:.2%}  top3 {m['top3']:.2%}  "
                   f"top5 {m['top5']:.2%}"
-                  + (f"  top1 TTA{m['tta']} {m['top1_tta']:.2%}" if "top1_tta" in m else ""))
+                  + (f"  top1 TTA{m['tta']} {m['top1_tta']:.2%} ({m['tta_images']} images "
+                     "augmented)" if "top1_tta" in m else ""))
     table = Table("class", "accuracy", "most confused with")
     for i, (name, acc) in enumerate(zip(m["classes"], m["per_class"])):
         row = list(m["confusion"][i])
@@ -140,15 +154,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="test-time augmentation level for top1_tta (default: the run's "
                              "eval.tta): 0 none, 1 mirror, 2 mirror + 1-pixel translations; "
                              "a .npz: 0 only")
+    parser.add_argument("--tta-threshold", type=float, metavar="P",
+                        help="selective TTA: the augmented views only for the predictions whose "
+                             "confidence (max softmax probability) is at most P; 1.0 is full "
+                             "TTA, a negative P none; tta_images counts them (default: the "
+                             "run's eval.tta_threshold)")
     args = parser.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     metrics = evaluate_checkpoint(args.checkpoint, args.data, batch_size=args.batch_size,
                                   loader=args.loader, device=args.device, amp=args.amp,
-                                  tta=args.tta)
+                                  tta=args.tta, tta_threshold=args.tta_threshold)
     if args.json:
-        keys = ("top1", "top1_tta", "top3", "top5", "loss", "per_class", "confusion", "count",
-                "model", "epoch", "classes")
+        keys = ("top1", "top1_tta", "tta_images", "top3", "top5", "loss", "per_class",
+                "confusion", "count", "model", "epoch", "classes")
         keys = tuple(k for k in keys if k in metrics)
         print(json.dumps({k: metrics[k] for k in keys}, indent=2))
     else:

@@ -28,6 +28,7 @@ class EvalResult:
     misclassified: list[tuple[int, int, int, float]] = field(default_factory=list)
     top1_tta: float | None = None  # with test-time augmentation, when it was computed
     tta: int = 0  # its level
+    tta_images: int | None = None  # how many images got the augmented views (selective TTA)
 
     def metrics(self) -> dict[str, Any]:
         """The keys shared by metrics.jsonl, summary.json and `ddpcifar.evaluate --json`."""
@@ -35,6 +36,8 @@ class EvalResult:
                "per_class": self.per_class, "confusion": self.confusion, "count": self.count}
         if self.top1_tta is not None:
             out.update(top1_tta=self.top1_tta, tta=self.tta)
+        if self.tta_images is not None:
+            out.update(tta_images=self.tta_images)
         return out
 
 
