@@ -92,8 +92,9 @@ class PrunerSection(Section):
     kind: Literal["none", "median", "successive_halving", "hyperband"] = "median"
     startup_trials: int = Field(3, ge=0, le=1000, description="median: trials that are never "
                                                               "pruned, to learn the median.")
-    warmup_epochs: int = Field(1, ge=0, le=1000, description="median: evaluations of a trial "
-                                                             "before it may be pruned.")
+    warmup_epochs: int = Field(1, ge=0, le=1000, description="median: the first epoch after "
+                                                             "whose evaluation a trial may be "
+                                                             "pruned (0: from any).")
 
 
 class ValidationSection(Section):
