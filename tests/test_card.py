@@ -25,7 +25,8 @@ from ddpcifar.card import CARD, IMAGES_DIR
 from ddpcifar.card.__main__ import main as card_main
 from ddpcifar.card.write import SIZES
 from ddpcifar.runs.report import Reporter
-from ddpcifar.runs.rundir import RunDir, update_status
+from ddpcifar.runs.ending import end_run
+from ddpcifar.runs.rundir import RunDir
 from tui.app import DashboardApp
 from tui.widgets.card import CardPanel
 
@@ -187,7 +188,7 @@ def test_a_stopped_run_has_a_card_that_says_so(tmp_path, prepared_data):
     check_numbers(card, summary)
 
     # A sweep prunes a trial by stopping it and marking it pruned: the card follows.
-    update_status(run, state="pruned", error="pruned by the sweep after epoch 1 (median pruner)")
+    end_run(run, "pruned", error="pruned by the sweep after epoch 1 (median pruner)")
     card = (run / CARD).read_text()
     assert "> **The run was pruned**: pruned by the sweep after epoch 1 (median pruner). " in card
     check_numbers(card, summary)

@@ -17,6 +17,7 @@ from ddpcifar.runs.launch import (Launched, check_spec, display, prepare, read_l
                                   submit, train_command, write_launch)
 from ddpcifar.runs.procs import ProcessRef
 from ddpcifar.runs.reader import RunInfo, read_run_dir
+from ddpcifar.runs.ending import end_run
 from ddpcifar.runs.rundir import METRICS, SPEC, read_state, update_status, write_tags
 
 CHECKPOINTS = ("last.pt", "prev.pt")
@@ -101,9 +102,8 @@ def cancel(run_dir: str | os.PathLike) -> str:
     if not queue.remove(root, name):
         raise UserError(f"cannot cancel {name}: it has left the queue and is starting")
     started = (run_dir / METRICS).exists()
-    update_status(run_dir, state=states.STOPPED,
-                  error="cancelled while queued" if not started else
-                  "resume cancelled while queued")
+    end_run(run_dir, states.STOPPED,
+            error="cancelled while queued" if not started else "resume cancelled while queued")
     return "taken out of the queue (now stopped; `resume` queues it again)"
 
 

@@ -153,7 +153,7 @@ class Reporter:
             "state": state,
             "classes": status.get("classes"),
             "world_size": status.get("world_size"),
-            "epochs": epochs,
+            "epochs": int(epochs) if float(epochs).is_integer() else float(epochs),
             "epochs_done": int(epochs_done),
             "steps": int(steps),
             "parameters": int(parameters),

@@ -103,19 +103,12 @@ def has_started(run_dir: str | os.PathLike) -> bool:
 
 def update_status(run_dir: str | os.PathLike, **changes: Any) -> dict[str, Any]:
     """Change fields of an existing status.json from outside the run (launcher, sweep, CLI).
-
-    Ending a run that trained from here (pruned by a sweep, failed after its ranks died)
-    rewrites its model card, which then says so; a card that fails is a warning line.
-    """
+    To end a run from outside, use ddpcifar.runs.ending.end_run (it rewrites the card too)."""
     path = Path(run_dir) / STATUS
     status = json.loads(path.read_text())
     status.update(changes)
     status["updated"] = time.time()
     write_json(path, status)
-    if changes.get("state") in states.ENDED and (Path(run_dir) / METRICS).exists():
-        from ddpcifar.card import write_card_quietly  # matplotlib only when a run ends
-
-        write_card_quietly(run_dir)
     return status
 
 

@@ -23,7 +23,8 @@ from ddpcifar.runs import queue, states
 from ddpcifar.runs.launch import STOP_TIMEOUT_S, display, read_launch, runs_root, write_launch
 from ddpcifar.runs.procs import ProcessRef
 from ddpcifar.runs.reader import last_error
-from ddpcifar.runs.rundir import LOG, read_state, update_status
+from ddpcifar.runs.ending import end_run
+from ddpcifar.runs.rundir import LOG, read_state
 
 
 class Supervisor:
@@ -130,11 +131,12 @@ class Supervisor:
         if self.stop_signals:
             reason = ("killed: it did not stop in time; it resumes from its last checkpoint"
                       if self.killed else "stopped before training began")
-            update_status(self.run_dir, state=states.STOPPED, error=reason)
+            end_run(self.run_dir, states.STOPPED,
+                    error=reason)
             return
         how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-        update_status(self.run_dir, state=states.FAILED,
-                      error=f"{how}: {last_error(self.run_dir)}"[:300])
+        end_run(self.run_dir, states.FAILED,
+                error=f"{how}: {last_error(self.run_dir)}"[:300])
 
 
 def supervise(run_dir: str | os.PathLike, slot_fd: int | None) -> int:

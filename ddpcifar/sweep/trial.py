@@ -24,7 +24,8 @@ from ddpcifar.runs import detached, queue, states
 from ddpcifar.runs.launch import check_spec, prepare, read_launch, train_command, write_launch
 from ddpcifar.runs.procs import ProcessRef
 from ddpcifar.runs.reader import last_error, load_summary
-from ddpcifar.runs.rundir import LOG, METRICS, update_status, write_tags
+from ddpcifar.runs.ending import end_run
+from ddpcifar.runs.rundir import LOG, METRICS, write_tags
 from ddpcifar.spec import apply_overrides
 from ddpcifar.sweep.config import SweepSpec
 
@@ -110,8 +111,8 @@ class TrialRunner:
             ended = self._run_one(run_dir, step_offset=k * epochs, outcome=outcome)
             if ended is not None:
                 for later in dirs[k + 1:]:  # seeds that will not run: say so
-                    update_status(later, state=states.STOPPED,
-                                  error=f"not run: the trial was {ended.state}")
+                    end_run(later, states.STOPPED,
+                            error=f"not run: the trial was {ended.state}")
                 return ended
             summary = load_summary(run_dir) or {}
             value = objective_value(summary, self.sweep.objective.metric)
@@ -131,7 +132,8 @@ class TrialRunner:
         root, name = run_dir.parent.parent, f"{run_dir.parent.name}/{run_dir.name}"
         slot = queue.wait_slot(root, name, cancelled=self.stopping)
         if slot is None:
-            update_status(run_dir, state=states.STOPPED, error="not started: the worker stopped")
+            end_run(run_dir, states.STOPPED,
+                    error="not started: the worker stopped")
             return Outcome("fail", reason="the worker stopped before the trial started",
                            runs=outcome.runs)
         record = read_launch(run_dir) or {}
@@ -155,9 +157,9 @@ class TrialRunner:
         record["supervisor"] = None
         write_launch(run_dir, record)
         if pruned_at is not None:
-            update_status(run_dir, state=states.PRUNED,
-                          error=f"pruned by the sweep after epoch {pruned_at} "
-                                f"({self.sweep.pruner.kind} pruner)")
+            end_run(run_dir, states.PRUNED,
+                    error=f"pruned by the sweep after epoch {pruned_at} "
+                          f"({self.sweep.pruner.kind} pruner)")
             return Outcome("pruned", reason=f"after epoch {pruned_at}", runs=outcome.runs,
                            epochs_run=pruned_at)
         state = _stored_state(run_dir)
@@ -171,7 +173,8 @@ class TrialRunner:
         reason = (_status(run_dir).get("error") if state in (states.FAILED, states.STOPPED)
                   else None) or f"exited with status {code}: {last_error(run_dir)}"
         if state in (states.RUNNING, states.QUEUED):
-            update_status(run_dir, state=states.FAILED, error=reason[:300])
+            end_run(run_dir, states.FAILED,
+                    error=reason[:300])
         return Outcome("fail", reason=reason, runs=outcome.runs)
 
     def _follow(self, run_dir: Path, step_offset: int, outcome: Outcome) -> int | None:
@@ -276,7 +279,8 @@ def label_dead_runs(runs: list[str], retry_number: int | None) -> None:
                 if retry_number is not None else "its worker died; not retried")
         status = _status(run_dir)
         if status.get("state") in (states.RUNNING, states.QUEUED, states.STOPPED):
-            update_status(run_dir, state=states.FAILED, error=note)
+            end_run(run_dir, states.FAILED,
+                    error=note)
         tags = json.loads((run_dir / "tags.json").read_text()) if (run_dir / "tags.json").exists() \
             else []
         write_tags(run_dir, [*tags, "worker-died"])
