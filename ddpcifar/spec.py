@@ -13,7 +13,7 @@ import argparse
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Sequence, get_args
 
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer,
                       field_validator, model_validator)
@@ -62,17 +62,31 @@ class WhiteningConfig(Section):
                                                 "instead of following the schedule.")
 
 
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+
+
 class ModelConfig(Section):
     name: str = Field(description="Model variant: one of the registry's names, or 'scratch_cnn' "
                                   "for the NumPy engine.")
     channels_last: bool = Field(True, description="Run convolutions in channels_last memory format.")
-    compile: bool = Field(False, description="Wrap the model with torch.compile. The compilation "
-                                             "happens in the first epoch, which images_per_s "
-                                             "excludes.")
+    compile: bool | CompileMode = Field(
+        False, description="torch.compile the model (under DDP, the DDP module): false (eager), "
+                           "true (= 'default'), or a torch.compile mode. The graphs are compiled "
+                           "before the first step on throwaway inputs (the state is restored), "
+                           "timed as summary.json's timing.compile_s and left out of "
+                           "time_to_accuracy_s, as airbench counts a warmed-up run.")
     batchnorm: BatchNormConfig = Field(BatchNormConfig(), description="BatchNorm overrides.")
     whitening: WhiteningConfig | None = Field(
         None, description="Initialise the model's whitening stem from the training data and freeze "
                           "its weights; null: the stem (if any) trains like any layer.")
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_choice(cls, value: Any) -> Any:
+        if isinstance(value, bool) or value in get_args(CompileMode):
+            return value
+        raise ValueError(f"allowed: false, true or a torch.compile mode "
+                         f"({', '.join(get_args(CompileMode))})")
 
     @field_validator("name")
     @classmethod
@@ -85,6 +99,13 @@ class ModelConfig(Section):
     @property
     def engine(self) -> Literal["torch", "numpy"]:
         return "numpy" if self.name == SCRATCH_MODEL else "torch"
+
+    @property
+    def compile_mode(self) -> CompileMode | None:
+        """The torch.compile mode, or None for an eager model."""
+        if self.compile is False:
+            return None
+        return "default" if self.compile is True else self.compile
 
 
 class OptimizerConfig(Section):
@@ -212,6 +233,12 @@ class EvalConfig(Section):
                        "of two 1-pixel translations (reflect-padded), weighted 1/2, 1/4, 1/4.")
     tta_every_eval: bool = Field(False, description="Compute TTA at every evaluation (false: only "
                                                     "the final one; it costs 2 or 6 forward passes).")
+    tta_threshold: float | None = Field(
+        None, ge=-1, le=1, description="Selective TTA: only the images whose plain prediction has a "
+                                       "confidence (max softmax probability) at most this get "
+                                       "the augmented views; the others keep the plain "
+                                       "prediction. 1.0 is full TTA, a negative value none; "
+                                       "null: full TTA. The count is reported as tta_images.")
 
 
 class CheckpointConfig(Section):
@@ -300,6 +327,10 @@ class RunSpec(Section):
                                  f"(allowed: a multiple of {world})")
         if self.train.amp == "fp16" and not (info.context or {}).get("cuda", False):
             raise ValueError("train.amp='fp16' needs CUDA; on CPU use 'bf16', 'auto' or 'off'")
+        if self.eval.tta_threshold is not None and not self.eval.tta:
+            raise ValueError(f"eval.tta_threshold={self.eval.tta_threshold} selects images for "
+                             "test-time augmentation, which eval.tta=0 turns off (set eval.tta "
+                             "to 1 or 2, or eval.tta_threshold to null)")
         if self.model.engine == "numpy":
             self._numpy_engine_checks(world)
         else:
@@ -323,7 +354,7 @@ class RunSpec(Section):
         (loader speed), train.deterministic (the NumPy engine is deterministic for a seed
         anyway), train.amp='auto' (scratch.dtype decides), optimizer.betas/eps/muon_* (other
         optimizers, refused below), augment.affine_p/shift/scale/rotate/dropout_p/dropout_size
-        (albumentations only, refused below), eval.tta_every_eval and train.averaging.every/
+        (albumentations only, refused below), eval.tta_every_eval, eval.tta_threshold and train.averaging.every/
         decay/power/start_epochs (only with eval.tta / averaging, refused below), distributed.timeout_s.
         """
         if world > 1:
@@ -347,8 +378,8 @@ class RunSpec(Section):
                                          "engine averages the loss over the batch (allowed: 'mean')"),
             (t.averaging.kind != "none", f"train.averaging.kind={t.averaging.kind!r}: the NumPy "
                                          "engine has no weight averaging (allowed: 'none')"),
-            (m.compile, "model.compile=true: the NumPy engine has nothing to compile "
-                        "(allowed: false)"),
+            (m.compile is not False, f"model.compile={json.dumps(m.compile)}: the NumPy engine "
+                                     "has nothing to compile (allowed: false)"),
             (not m.channels_last, "model.channels_last=false: the NumPy engine's arrays are "
                                   "always NHWC (allowed: true)"),
             (m.batchnorm != type(m.batchnorm)(),
