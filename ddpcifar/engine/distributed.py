@@ -2,12 +2,18 @@
 
 `python -m ddpcifar.train` without torchrun is world size 1 and takes the same code path: the
 collectives below are no-ops then, so the trainer never branches on "am I distributed".
+
+Each attempt of an elastic run keeps its process group's keys apart from every earlier
+attempt's (`agree_on_attempt`): under plain torchrun the store outlives the attempts, and a
+restarted rank that read a dead peer's address failed to connect (docs/resilience.md).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -72,12 +78,25 @@ def process_group(env: DistEnv, timeout_s: float = 600.0) -> Iterator[None]:
     """Initialise the process group for a multi-rank run and always destroy it, even on error.
 
     `timeout_s` bounds every collective: a rank that stops answering becomes an error on the
-    others instead of a silent hang.
+    others instead of a silent hang. The group's store keys carry a name of this attempt's own.
     """
     if not env.distributed:
         yield
         return
-    kwargs: dict[str, Any] = {"backend": env.backend, "timeout": dt.timedelta(seconds=timeout_s)}
+    timeout = dt.timedelta(seconds=timeout_s)
+    # The store env:// names: the agent's under torchrun (TORCHELASTIC_USE_AGENT_STORE=True),
+    # which outlives every attempt, or one that rank 0 serves (the launch helpers' setting).
+    store, _, _ = next(dist.rendezvous("env://", rank=env.rank, world_size=env.world_size,
+                                       timeout=timeout))
+    store.set_timeout(timeout)
+    # The group's keys (gloo's listening addresses above all) go under a name no earlier attempt
+    # used: the agent's store still holds the keys of the attempt that died, and a rank that read
+    # those got "connectFullMesh failed ... Connection refused" instead of its restarted peer.
+    attempt = agree_on_attempt(store, rank=env.rank, world_size=env.world_size,
+                               timeout_s=timeout_s)
+    kwargs: dict[str, Any] = {"backend": env.backend, "timeout": timeout, "rank": env.rank,
+                              "world_size": env.world_size,
+                              "store": dist.PrefixStore(f"{ATTEMPT_KEYS}/{attempt}/", store)}
     if env.device.type == "cuda":
         kwargs["device_id"] = env.device
     dist.init_process_group(**kwargs)
@@ -93,6 +112,49 @@ def process_group(env: DistEnv, timeout_s: float = 600.0) -> Iterator[None]:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+ATTEMPT_KEYS = "ddpcifar/attempt"  # where agree_on_attempt keeps its keys in the store
+
+
+def agree_on_attempt(store: dist.Store, *, rank: int, world_size: int, timeout_s: float) -> str:
+    """A name for this attempt that every rank gets and no earlier attempt used.
+
+    Rank 0 makes it up (a random hex string) and hands it to every other rank. A key read from
+    a store that outlives attempts may be a dead attempt's, so nothing is taken from a key
+    whose name an earlier attempt could have written: each other rank posts a fresh mailbox
+    name under its rank and waits for the answer in that mailbox; rank 0 answers whatever
+    mailbox the key names (a dead attempt's too, harmlessly) until each rank has acknowledged
+    under the new name. TORCHELASTIC_RESTART_COUNT would not do: an agent that restarts
+    because another node's worker failed does not count the restart, so nodes disagree on it.
+    """
+    if rank != 0:
+        mailbox = uuid.uuid4().hex
+        store.set(f"{ATTEMPT_KEYS}/ask/{rank}", mailbox)
+        name = store.get(f"{ATTEMPT_KEYS}/answer/{mailbox}").decode()  # waits for rank 0
+        store.set(f"{ATTEMPT_KEYS}/{name}/ack/{rank}", "1")
+        return name
+    name = uuid.uuid4().hex
+    answered: dict[int, bytes] = {}
+    waiting = set(range(1, world_size))
+    deadline = time.monotonic() + timeout_s
+    while waiting:
+        for peer in sorted(waiting):
+            if store.check([f"{ATTEMPT_KEYS}/{name}/ack/{peer}"]):
+                waiting.discard(peer)
+                continue
+            ask = f"{ATTEMPT_KEYS}/ask/{peer}"
+            if store.check([ask]):
+                mailbox = store.get(ask)
+                if answered.get(peer) != mailbox:
+                    store.set(f"{ATTEMPT_KEYS}/answer/{mailbox.decode()}", name)
+                    answered[peer] = mailbox
+        if waiting:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Timed out after {timeout_s:g}s waiting for ranks "
+                                   f"{sorted(waiting)} to join the process group")
+            time.sleep(0.005)  # a few store round trips per pass; ranks start seconds apart
+    return name
 
 
 class PeerTimeoutError(UserError):
