@@ -2,7 +2,12 @@
 
 `torch.load` happily loads a file with a flipped byte, so every checkpoint has a `.sha256`
 sidecar that is checked before loading. `last.pt` is rotated to `prev.pt` before a new one is
-written, so a kill at any moment leaves at least one complete, verifiable checkpoint.
+written, so a kill at any moment leaves at least one complete, verifiable checkpoint, and a
+write that a full disk refuses is a one-line `WriteFailed` (ddpcifar.runs.rundir).
+
+Fault injection (tests and benchmarks/chaos.py; off unless set): with DDPCIFAR_FAULT_KILL_IN_WRITE
+naming a file, the first checkpoint write that finds the file removes it, writes half its bytes
+and SIGKILLs its own process, so a kill lands inside a write at a step the caller chose.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import hashlib
 import io
 import os
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +24,14 @@ import torch
 
 from ddpcifar.atomic import atomic_open, write_bytes
 from ddpcifar.errors import UserError
+from ddpcifar.runs.rundir import writing
 
 CHECKPOINT_KIND = "ddpcifar-checkpoint"
 CHECKPOINT_FORMAT = 1
 # torch.load(weights_only=True) is only a safe unpickler from 2.10 on (earlier releases had
 # published bypasses that run code), so older versions are refused rather than trusted.
 MIN_TORCH = (2, 10)
+FAULT_KILL_IN_WRITE = "DDPCIFAR_FAULT_KILL_IN_WRITE"
 
 
 def check_torch_version(version: str | None = None) -> None:
@@ -49,10 +57,26 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> str:
     digest = hashlib.sha256(data).hexdigest()
     # Order matters for crash safety: the sidecar names the new digest before the data lands,
     # so a kill in between leaves a mismatch (refused, fall back) rather than a silent mix.
-    write_bytes(_sidecar(path), f"{digest}  {path.name}\n".encode())
-    with atomic_open(path, "wb") as fh:
-        fh.write(data)
+    with writing(path):
+        write_bytes(_sidecar(path), f"{digest}  {path.name}\n".encode())
+        with atomic_open(path, "wb") as fh:
+            _injected_kill(fh, data)
+            fh.write(data)
     return digest
+
+
+def _injected_kill(fh: Any, data: bytes) -> None:
+    """DDPCIFAR_FAULT_KILL_IN_WRITE (module docstring): die half-way through this write, once."""
+    trigger = os.environ.get(FAULT_KILL_IN_WRITE)
+    if not trigger:
+        return
+    try:
+        os.unlink(trigger)  # consumed: the replayed write after the restart goes through
+    except FileNotFoundError:
+        return
+    fh.write(data[: len(data) // 2])
+    fh.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def rotate_and_save(directory: Path, name: str, payload: dict[str, Any]) -> Path:

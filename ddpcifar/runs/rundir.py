@@ -6,6 +6,7 @@ other rank a `NullRunDir` with the same methods doing nothing, so callers never 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -31,6 +32,29 @@ LAUNCH = "launch.json"
 LOG = "run.log"
 TAGS = "tags.json"
 VALIDATION = "validation.json"
+INDICES = "indices"  # logging.sample_indices: indices/rank<R>.jsonl
+# What a full disk raises: no space left, or the user's quota spent.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class WriteFailed(UserError):
+    """A run's file could not be written for lack of space: one line, exit status 1 (like a
+    crash, not a refused input). The run stops; its latest complete checkpoint stays loadable."""
+
+    exit_code = 1
+
+
+@contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a full disk while writing `path` into a one-line WriteFailed; other errors pass."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in NO_SPACE:
+            raise
+        raise WriteFailed(f"no space left on the device writing {path}; the run stopped and its "
+                          "latest complete checkpoint is intact: free some space and continue "
+                          "it with --resume") from None
 
 
 def spread_by_class(true_classes: Sequence[int], limit: int) -> list[int]:
@@ -172,8 +196,9 @@ class RunDir:
         (self.path / "checkpoints").mkdir(exist_ok=True)
         # A process killed inside an atomic write leaves its temporary file behind; the
         # completed files it would have replaced are intact, so the leftovers can go.
-        for stale in (*(self.path / "checkpoints").glob(".*.tmp"), *self.path.glob(".*.tmp")):
-            stale.unlink(missing_ok=True)
+        for where in (self.path, *(self.path / d for d in ("checkpoints", "samples", "card"))):
+            for stale in where.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
         self._status = new_status(name=name, model=model, engine=engine, epochs=epochs,
                                   world_size=world_size, classes=classes, state=states.RUNNING,
                                   process=ProcessRef.me())
@@ -205,27 +230,42 @@ class RunDir:
         return time.time() - self._t0
 
     def write_spec(self, spec: dict[str, Any]) -> None:
-        write_json(self.path / SPEC, spec)
+        with writing(self.path / SPEC):
+            write_json(self.path / SPEC, spec)
 
     def write_validation(self, record: dict[str, Any]) -> None:
         """The validation split the run holds out (ddpcifar.data.orders.validation_record)."""
-        write_json(self.path / VALIDATION, record)
+        with writing(self.path / VALIDATION):
+            write_json(self.path / VALIDATION, record)
 
     def write_status(self, **changes: Any) -> None:
         self._status.update(changes)
         self._status["updated"] = time.time()
-        write_json(self.path / STATUS, self._status)
+        path = self.path / STATUS
+        try:
+            write_json(path, self._status)
+        except OSError as err:
+            if err.errno not in NO_SPACE or not path.exists():
+                raise
+            # A full disk: the atomic copy needs room for a second file, rewriting in place
+            # only the pages status.json already has. Not atomic, but it says how the run ended.
+            text = json.dumps(self._status, indent=2) + "\n"
+            with writing(path), open(path, "r+", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.truncate()
 
     def log(self, kind: str, *, epoch: float, step: int, values: dict[str, Any]) -> None:
         """Append one line to metrics.jsonl and flush it, so followers see it at once."""
         line = {"kind": kind, "epoch": epoch, "step": step, "time": round(self.elapsed(), 3),
                 "values": values}
-        self._metrics.write(json.dumps(line) + "\n")
-        self._metrics.flush()
+        with writing(self.path / METRICS):
+            self._metrics.write(json.dumps(line) + "\n")
+            self._metrics.flush()
 
     def metrics_bytes(self) -> int:
         """Size of metrics.jsonl now; a checkpoint records it so a resume can cut back to it."""
-        self._metrics.flush()
+        with writing(self.path / METRICS):
+            self._metrics.flush()
         return self._metrics.tell()
 
     def truncate_metrics(self, size: int) -> None:
@@ -247,7 +287,7 @@ class RunDir:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"images must be (N, H, W, 3) uint8, got {images.shape} {images.dtype}")
         out = self.path / "samples" / f"epoch_{epoch:04d}.npz"
-        with atomic_open(out, "wb") as fh:
+        with writing(out), atomic_open(out, "wb") as fh:
             np.savez_compressed(
                 fh,
                 images=images,
@@ -259,7 +299,8 @@ class RunDir:
         return out
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        write_json(self.path / SUMMARY, summary)
+        with writing(self.path / SUMMARY):
+            write_json(self.path / SUMMARY, summary)
 
     def finish(self, state: str = states.FINISHED, error: str | None = None) -> None:
         self.write_status(state=state, error=error)
@@ -267,7 +308,11 @@ class RunDir:
 
     def close(self) -> None:
         if not self._metrics.closed:
-            self._metrics.close()
+            try:
+                self._metrics.close()
+            except OSError as err:  # a line that a full disk refused: a resume cuts it anyway
+                if err.errno not in NO_SPACE:
+                    raise
 
 
 class NullRunDir:
@@ -299,3 +344,69 @@ class NullRunDir:
     def write_summary(self, summary: dict[str, Any]) -> None: ...
     def finish(self, state: str = states.FINISHED, error: str | None = None) -> None: ...
     def close(self) -> None: ...
+
+
+class IndexLog:
+    """logging.sample_indices (a debug option): the split positions each training step consumed
+    on this rank, one line per step in indices/rank<R>.jsonl, to check the sample order across
+    restarts and changes of world size (read them back with `read_indices`).
+
+    Like metrics.jsonl the files describe the trajectory that counts: before any rank trains,
+    rank 0 (`tidy`) removes every rank's lines after the step being resumed (`keep_to`), all of
+    them on a fresh start. The other ranks open their files at their first step, which comes after
+    a collective with rank 0, so they never write before that clean-up.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, rank: int, *, keep_to: int, tidy: bool) -> None:
+        self.dir = Path(run_dir) / INDICES
+        self.path = self.dir / f"rank{rank}.jsonl"
+        self._fh = None
+        if tidy:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for path in self.dir.glob("rank*.jsonl"):
+                kept = [line for line in _index_lines(path) if line["step"] <= keep_to]
+                with writing(path), atomic_open(path, "w") as fh:
+                    fh.writelines(json.dumps(line) + "\n" for line in kept)
+
+    def record(self, step: int, positions: Sequence[int]) -> None:
+        """The positions (in the split) of the batch this rank trained on at `step`."""
+        with writing(self.path):
+            if self._fh is None:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "a", encoding="utf-8")
+            self._fh.write(json.dumps({"step": step, "index": [int(p) for p in positions]}) + "\n")
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class NullIndexLog:
+    """IndexLog's interface, doing nothing (logging.sample_indices off)."""
+
+    def record(self, step: int, positions: Sequence[int]) -> None: ...
+    def close(self) -> None: ...
+
+
+def read_indices(run_dir: str | os.PathLike) -> dict[int, list[int]]:
+    """Step -> the sorted positions every rank trained on at that step (the global batch)."""
+    steps: dict[int, list[int]] = {}
+    for path in sorted((Path(run_dir) / INDICES).glob("rank*.jsonl")):
+        for line in _index_lines(path):
+            steps.setdefault(line["step"], []).extend(line["index"])
+    return {step: sorted(steps[step]) for step in sorted(steps)}
+
+
+def _index_lines(path: Path) -> list[dict[str, Any]]:
+    """An index file's complete lines (a rank killed mid-line leaves a partial last one)."""
+    lines = []
+    for text in path.read_text(encoding="utf-8").splitlines():
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(line, dict) and isinstance(line.get("step"), int):
+            lines.append(line)
+    return lines
