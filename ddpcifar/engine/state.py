@@ -5,7 +5,13 @@ module fills and reads the dict. Its keys are fixed, so old checkpoints keep loa
 weights are (`model`, `num_classes`, `classes`, `normalization`, `amp`, `channels_last`, `spec`),
 `world_size`, the stateful parts (`state_dict`, `optimizer`, `averaging`, `scaler`, every rank's
 `rng` and mid-epoch `partial` sums), and the trainer's counters, which the trainer itself writes
-and reads back (`epoch`, `step`, `timing`, `best`, `epoch_rates`, `metrics_bytes`).
+and reads back (`epoch`, `step`, `timing`, `best`, `epoch_rates`, `metrics_bytes`, and from
+later versions `last` and `last_val`, the latest evaluation as summary.json reports it).
+
+A checkpoint resumes on another number of ranks (docs/resilience.md): the weights, optimizer,
+averaging and scaler states are the same on every rank, the sample order depends on the global
+batch alone, and the epoch's running sums are added up onto rank 0. Each rank's RNG state has no
+counterpart then; rank r takes the state of old rank r modulo the old world size.
 """
 
 from __future__ import annotations
@@ -77,15 +83,46 @@ def load_resume_state(spec: RunSpec, env: DistEnv, model: nn.Module, *,
     if state["model"] != spec.model.name:
         raise UserError(f"cannot resume: checkpoint is model {state['model']!r}, spec says "
                         f"{spec.model.name!r}")
-    if state["world_size"] != env.world_size:
-        raise UserError(f"cannot resume: checkpoint was written with world size "
-                        f"{state['world_size']}, this launch has {env.world_size}")
+    written = state["world_size"]
+    held = {len(state["rng"]), *([len(state["partial"])] if state.get("partial") else [])}
+    if held != {written}:
+        raise UserError(f"cannot resume: checkpoint was written with world size {written}, this "
+                        f"launch has {env.world_size}, but it holds the state of "
+                        f"{' or '.join(map(str, sorted(held)))} ranks (a damaged checkpoint)")
     if not 0 <= state["step"] - state["epoch"] * steps_per_epoch <= steps_per_epoch:
         raise UserError(f"cannot resume: checkpoint is at step {state['step']} after "
                         f"{state['epoch']} epochs, which does not fit {steps_per_epoch} "
                         "steps per epoch (train.global_batch_size or data.max_samples changed?)")
+    changed = spec_changes(state.get("spec") or {}, spec.resolved())
+    if changed:
+        raise UserError(f"cannot resume: the spec differs from the checkpoint's in "
+                        f"{', '.join(changed)}; a resume continues the same run (only logging.* "
+                        "and model.compile may change): undo the change, or start a new run "
+                        "with --set logging.run_name=NAME")
     _load_weights(model, state, f"cannot resume: {path}")
     return state, path
+
+
+# How a run is written and executed, not what it computes: a resume may change these.
+# model.compile: a compiled step computes the eager one (up to float rounding).
+RESUME_MAY_CHANGE = ("logging", "model.compile")
+
+
+def spec_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ between two resolved specs,
+    RESUME_MAY_CHANGE excepted (how a run is written and executed, not what it computes). A field that only one of
+    them has is skipped: it was added to the spec after the checkpoint was written."""
+    out: list[str] = []
+    for key in saved.keys() & current.keys():
+        name = f"{prefix}{key}"
+        if name in RESUME_MAY_CHANGE:
+            continue
+        a, b = saved[key], current[key]
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += spec_changes(a, b, f"{name}.")
+        elif a != b:
+            out.append(name)
+    return sorted(out)
 
 
 def restore_state(state: dict[str, Any], env: DistEnv, *, optimizer: TrainOptimizer,
@@ -94,14 +131,24 @@ def restore_state(state: dict[str, Any], env: DistEnv, *, optimizer: TrainOptimi
     """Load the optimizer, averaging, scaler and this rank's RNG state (the weights are in).
 
     Returns this rank's running sums (window, epoch total) of a checkpoint taken inside an
-    epoch, for `RunningSums.of`; None otherwise.
+    epoch, for `RunningSums.of`; None otherwise. Written with another world size, rank 0 gets
+    the sums of every old rank and the others zeros: the logged values are sums over ranks.
     """
     optimizer.load_state_dict(state["optimizer"])
     if averaging is not None:
         averaging.load_state_dict(state["averaging"])
     scaler.load_state_dict(state["scaler"])
-    _set_rng_state(state["rng"][env.rank], env.device)
-    return state["partial"][env.rank] if state.get("partial") else None
+    rng = state["rng"]
+    _set_rng_state(rng[env.rank % len(rng)], env.device)
+    partial = state.get("partial")
+    if not partial:
+        return None
+    if len(partial) == env.world_size:
+        return partial[env.rank]
+    if env.rank == 0:
+        return [[sum(values) for values in zip(*(sums[i] for sums in partial))]
+                for i in range(2)]
+    return [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
 
 
 def load_model(state: dict[str, Any], source: str | os.PathLike, device: torch.device) -> nn.Module:
