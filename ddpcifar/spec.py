@@ -274,6 +274,16 @@ class LoggingConfig(Section):
                                       "path separators, no '..'.")
     tensorboard: bool = Field(True, description="Write TensorBoard event files under tb/.")
     progress: bool = Field(True, description="Rich progress bar on rank 0.")
+    resume: Literal["explicit", "auto"] = Field(
+        "explicit", description="'explicit': an existing run directory is refused unless "
+                                "--resume is passed. 'auto' (as --resume auto): continue the run "
+                                "directory from its checkpoint if it has one, else start fresh in "
+                                "it, so the same command can be submitted again after a crash or "
+                                "a SLURM requeue. An elastic restart always resumes.")
+    sample_indices: bool = Field(False, description="Debug: every rank writes the split positions "
+                                                    "of each training step's batch to "
+                                                    "indices/rank<R>.jsonl (checks the sample "
+                                                    "order across resumes and world sizes).")
 
     @field_validator("run_name")
     @classmethod

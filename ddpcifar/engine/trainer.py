@@ -42,7 +42,7 @@ from ddpcifar.models.whitening import init_whitening
 from ddpcifar.progress import NullProgress, TrainingProgress
 from ddpcifar.runs import states
 from ddpcifar.runs.report import Reporter, one_line
-from ddpcifar.runs.rundir import NullRunDir, RunDir
+from ddpcifar.runs.rundir import IndexLog, NullIndexLog, NullRunDir, RunDir, WriteFailed
 from ddpcifar.runs.stopping import StopNow, StopRequest
 from ddpcifar.spec import RunSpec
 
@@ -52,8 +52,13 @@ class _StopRequested(Exception):
 
 
 class Trainer:
-    def __init__(self, spec: RunSpec, env: DistEnv, *, resume: bool = False) -> None:
+    def __init__(self, spec: RunSpec, env: DistEnv, *, resume: bool = False,
+                 evaluate_again: bool = True) -> None:
+        """`evaluate_again`: a resume after the final epoch evaluates once more (a finished run
+        resumed on purpose); False when an interrupted attempt had already logged and saved the
+        final evaluation, so it is not logged twice."""
         self.spec, self.env = spec, env
+        self.evaluate_again = evaluate_again
         self.meta = load_meta(spec.data.dir, verify_sha256=True)
         self.classes = list(self.meta.classes)
         configure_backends(env.device, spec.train.deterministic)  # determinism, TF32, cudnn autotune
@@ -117,6 +122,9 @@ class Trainer:
                         epochs=self.num_epochs, world_size=env.world_size, classes=self.classes)
         self.run = (RunDir(spec.run_dir, resume=resume, **run_args) if env.is_main
                     else NullRunDir(spec.run_dir))
+        self.indices = (IndexLog(spec.run_dir, env.rank, tidy=env.is_main,
+                                 keep_to=resume_from[0]["step"] if resume_from else 0)
+                        if spec.logging.sample_indices else NullIndexLog())
         # What the model card needs even when the run fails before its summary.
         self.run.write_status(parameters=self.parameters, **device_fields(env))
         purge = resume_from[0]["step"] + 1 if resume_from is not None else None
@@ -186,6 +194,11 @@ class Trainer:
             self.reporter.end(states.STOPPED, f"interrupted by a {err} before a checkpoint; "
                                               "resume continues from the last one")
             raise
+        except WriteFailed as err:
+            # A full disk: status.json says so (in place if it must), but no model card is
+            # drawn onto the disk that is full.
+            self.run.finish(states.FAILED, str(err))
+            raise
         except BaseException as err:
             timeout = as_peer_timeout(err, rank=self.env.rank,
                                       timeout_s=self.spec.distributed.timeout_s)
@@ -197,6 +210,7 @@ class Trainer:
         finally:
             self.console.close()
             self.tb.close()
+            self.indices.close()
 
     def _fit(self) -> dict[str, Any]:
         t_start = time.perf_counter()
@@ -218,13 +232,16 @@ class Trainer:
                     self.timing["final_eval_s"] = time.perf_counter() - t_eval
             if final or self.epoch % self.spec.checkpoint.every_epochs == 0:
                 self._save_last()
-        if last is None:  # resumed after the final epoch: evaluate what we have
-            last = self._evaluate(float("nan"), float("nan"), final=True)
+        if last is None and (self.evaluate_again or self.reporter.last is None):
+            # Resumed after the final epoch: evaluate what we have.
+            self._evaluate(float("nan"), float("nan"), final=True)
+        # Otherwise an attempt that died after its final checkpoint had logged the evaluation.
+        latest = self.reporter.last or {}
         summary = self._summary(states.FINISHED, time.perf_counter() - t_start)
         self.tb.hparams(self._hparams(), {"best_top1": (self.best or {}).get("top1", 0.0),
-                                          "final_top1": last.top1,
-                                          **({"final_top1_tta": last.top1_tta}
-                                             if last.top1_tta is not None else {})})
+                                          "final_top1": latest.get("top1", 0.0),
+                                          **({"final_top1_tta": latest["top1_tta"]}
+                                             if latest.get("top1_tta") is not None else {})})
         self.reporter.end(states.FINISHED)
         return summary
 
@@ -285,6 +302,7 @@ class Trainer:
                 # seeded order and augmentation stream up to here, so the rest is identical.
                 continue
             loss, correct = self._step(batch.images, batch.labels)
+            self.indices.record(self.step, batch.index)  # logging.sample_indices (debug)
             for sums in (window, total):
                 sums.add(loss.detach().double(), correct, batch.labels.numel())
             last_in_epoch = i + 1 == steps
@@ -404,7 +422,7 @@ class Trainer:
             self.spec, self.env, self.meta, model=self.model, optimizer=self.optimizer,
             averaging=self.averaging, scaler=self.scaler, partial=partial,
             epoch=self.epoch, step=self.step, timing=dict(self.timing), best=self.best,
-            epoch_rates=self.epoch_rates,
+            epoch_rates=self.epoch_rates, last=self.reporter.last, last_val=self.reporter.last_val,
             metrics_bytes=self.run.metrics_bytes() if self.run.is_writer else 0)
 
     def _resume(self, state: dict[str, Any], path: str) -> None:
@@ -415,6 +433,7 @@ class Trainer:
         self.timing.update(state.get("timing") or {})
         self.epoch, self.step = state["epoch"], state["step"]
         self.reporter.best = state["best"]
+        self.reporter.last, self.reporter.last_val = state.get("last"), state.get("last_val")
         self.epoch_rates = list(state["epoch_rates"])
         self.run.truncate_metrics(state["metrics_bytes"])
         self.run.write_status(epoch=self.epoch, state="running", error=None)
