@@ -58,8 +58,9 @@ nproc="${NPROC:-$(( gpus > 0 ? gpus : 1 ))}"
 filter=()
 [[ -n "${RANKS_FILTER-0}" ]] && filter=(--local-ranks-filter="${RANKS_FILTER-0}")
 
-# Restarting a gloo group through torchrun's shared rendezvous store fails intermittently with
-# "connectFullMesh ... Connection refused" (pytorch#135712); a separate store per attempt does not.
+# A store per attempt, served by rank 0's worker. ddpcifar.train no longer needs it: it keeps each
+# attempt's keys apart in torchrun's shared store, which made restarts fail with "connectFullMesh
+# ... Connection refused" (docs/resilience.md, "Restarts that cannot fail by themselves").
 export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
 
 cmd=("$torchrun" --nnodes="$NNODES" --nproc-per-node="$nproc" "${rdzv[@]}" "${filter[@]}"
