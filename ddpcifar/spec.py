@@ -359,7 +359,8 @@ class RunSpec(Section):
         Honoured there: train.epochs/global_batch_size/seed/log_every/label_smoothing/grad_clip,
         optimizer.lr/momentum/nesterov/weight_decay, all of schedule (ddpcifar.schedule),
         augment.kind/flip_p/translate/translate_pad/cutout, eval.batch_size/every/max_samples,
-        checkpoint.save_best, data.dir/max_samples/val_size/val_seed, logging.*, scratch.*.
+        checkpoint.save_best, data.dir/max_samples/val_size/val_seed, logging.* (resume and
+        sample_indices at their defaults only, refused below), scratch.*.
         Ignored, as they cannot change what it computes: data.num_workers and data.os_cache
         (loader speed), train.deterministic (the NumPy engine is deterministic for a seed
         anyway), train.amp='auto' (scratch.dtype decides), optimizer.betas/eps/muon_* (other
@@ -411,6 +412,10 @@ class RunSpec(Section):
                                   "does not resume and writes no last.pt (allowed: 1)"),
             (c.every_steps is not None, f"checkpoint.every_steps={c.every_steps}: the NumPy engine "
                                         "does not resume and writes no last.pt (allowed: null)"),
+            (self.logging.resume != "explicit", f"logging.resume={self.logging.resume!r}: the "
+                                                "NumPy engine does not resume (allowed: 'explicit')"),
+            (self.logging.sample_indices, "logging.sample_indices=true: the NumPy engine keeps no "
+                                          "per-step index log (allowed: false)"),
         ]
         for refused, message in refusals:
             if refused:

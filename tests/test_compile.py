@@ -43,6 +43,14 @@ class CompileNet(nn.Module):
         return self.body(x)
 
 
+@pytest.fixture(autouse=True)
+def _private_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test registers the net in a copy of the registry, so no other test sees it."""
+    from ddpcifar.models import registry
+
+    monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))
+
+
 def _register() -> None:
     from ddpcifar.models import model_names, register
 

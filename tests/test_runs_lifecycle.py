@@ -123,6 +123,7 @@ def test_both_engines_write_every_shared_summary_key_with_the_same_types(work, p
     torch_spec = tiny_spec(work / "t.json", prepared_data.data_dir, name="t", epochs=1)
     numpy_spec = tiny_spec(work / "n.json", prepared_data.data_dir, name="n", epochs=1,
                            model={"name": "scratch_cnn"},
+                           data={"val_size": 100},  # a validation split: `val` filled in
                            scratch={"architecture": [
                                {"type": "conv", "out": 4, "kernel": 3, "stride": 2,
                                 "padding": 1}, {"type": "relu"}, {"type": "maxpool", "size": 4},

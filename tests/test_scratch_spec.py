@@ -113,6 +113,10 @@ REFUSED: dict[str, tuple[list[str], str]] = {
                                 "NumPy engine does not resume and writes no last.pt (allowed: 1)"),
     "checkpoint.every_steps": (["checkpoint.every_steps=10"], "checkpoint.every_steps=10: the NumPy "
                                "engine does not resume and writes no last.pt (allowed: null)"),
+    "logging.resume": (["logging.resume=auto"], "logging.resume='auto': the NumPy engine does "
+                       "not resume (allowed: 'explicit')"),
+    "logging.sample_indices": (["logging.sample_indices=true"], "logging.sample_indices=true: the "
+                               "NumPy engine keeps no per-step index log (allowed: false)"),
     "scratch.architecture": (['scratch.architecture=[{"type": "conv", "out": 8}]'],
                              "scratch.architecture[0].kernel: required for a conv layer"),
 }
@@ -403,6 +407,7 @@ IGNORED = {
     "optimizer.muon_lr", "optimizer.muon_momentum", "optimizer.muon_normalize", "optimizer.muon_ns_steps",
     "augment.affine_p", "augment.shift", "augment.scale", "augment.rotate", "augment.dropout_p",
     "augment.dropout_size", "eval.tta_every_eval", "distributed.timeout_s",
+    "eval.tta_threshold",  # only with eval.tta, which is refused
     # only read when train.averaging.kind is not 'none', which is refused:
     "train.averaging.every", "train.averaging.decay", "train.averaging.power", "train.averaging.start_epochs",
 }
