@@ -34,8 +34,8 @@ from ddpcifar.engine.evaluation import evaluate
 from ddpcifar.engine.optim import ParamRoles, TrainOptimizer
 from ddpcifar.engine.state import gather_state, load_resume_state, restore_state
 from ddpcifar.engine.tensorboard import NullTensorBoard, TensorBoardSink
-from ddpcifar.engine.wrap import (WrappedModel, build_on_device, resolve_amp, warm_up,
-                                  wrap_model)
+from ddpcifar.engine.wrap import (WrappedModel, broadcast_buffers, build_on_device, resolve_amp,
+                                  warm_up, wrap_model)
 from ddpcifar.metrics import EvalResult, RunningSums
 from ddpcifar.models.inspect import count_parameters
 from ddpcifar.models.whitening import init_whitening
@@ -371,6 +371,7 @@ class Trainer:
     def _evaluate(self, train_loss: float, train_top1: float, *, final: bool = False) -> EvalResult:
         tta = self.spec.eval.tta if final or self.spec.eval.tta_every_eval else 0
         with self._averaged():
+            broadcast_buffers(self.model, self.env)  # rank 0's statistics, as checkpointed
             result = evaluate(self.eval_net, self.test_loader, num_classes=len(self.classes),
                               amp_dtype=self.amp_dtype, device=self.env.device, tta=tta,
                               tta_threshold=self.spec.eval.tta_threshold)

@@ -88,6 +88,20 @@ def wrap_model(model: nn.Module, env: DistEnv, *, compile_mode: str | None) -> W
                         eval=torch.compile(model, mode=compile_mode) if env.distributed else train)
 
 
+def broadcast_buffers(model: nn.Module, env: DistEnv) -> None:
+    """Every rank takes rank 0's buffers (BatchNorm statistics); a collective.
+
+    DDP broadcasts them at each training forward, after which every rank updates its own
+    statistics from its own batch, so after a step they differ by rank. Evaluation calls the
+    model without DDP (see `wrap_model`): this gives every rank the statistics rank 0 saves in
+    its checkpoints, so a run's evaluation is the checkpoint's.
+    """
+    if env.distributed:
+        with torch.no_grad():
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+
+
 def warm_up(nets: WrappedModel, model: nn.Module, *, batch_size: int, eval_batch_size: int,
             image_shape: tuple[int, int, int], num_classes: int, amp_dtype: torch.dtype | None,
             device: torch.device, channels_last: bool) -> float:
