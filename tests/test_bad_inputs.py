@@ -361,13 +361,15 @@ def _rewrite_last(run: Path, change: Callable[[dict[str, Any]], None]) -> None:
         (ckpts / name).unlink(missing_ok=True)
 
 
-def test_resume_with_another_world_size(run_copy, capsys):
+def test_resume_from_a_checkpoint_whose_world_size_does_not_match_its_state(run_copy, capsys):
+    # Another world size resumes (tests/test_resume_world_size.py); a checkpoint that claims 2
+    # ranks but holds one rank's RNG state is damaged, and refused.
     spec, run, _ = run_copy
     _rewrite_last(run, lambda s: s.update(world_size=2))
     before = snapshot(run)
     one_line_error(capsys, train([spec, "--resume"]),
                    "error: cannot resume: checkpoint was written with world size 2, this launch "
-                   "has 1")
+                   "has 1, but it holds the state of 1 ranks (a damaged checkpoint)")
     assert snapshot(run) == before
 
 

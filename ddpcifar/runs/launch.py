@@ -31,9 +31,10 @@ from ddpcifar.runs.rundir import LAUNCH, LOG, SPEC, STATUS, new_status, write_ta
 from ddpcifar.spec import RunSpec, load_spec
 
 LAUNCH_FORMAT = 1
-# Set for every launched command. torchrun's shared rendezvous store made an elastic restart's
-# gloo connect fail intermittently ("connectFullMesh ... Connection refused"); a store per
-# attempt does not (launch/standalone.sh sets it for the same reason).
+# Set for every launched command, as the launch helpers do: a rendezvous store per attempt,
+# served by rank 0's worker. Restarts no longer depend on it (the trainer's store keys are per
+# attempt, so plain torchrun restarts as reliably); what it changes, and its side effect on
+# several launches starting at once on one host, is in docs/resilience.md.
 LAUNCH_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 STOP_TIMEOUT_S = 120.0
 
