@@ -538,7 +538,7 @@ def table(record: dict[str, Any]) -> str:
         ("time lost (s)", record["time_lost_s"]),
         ("final weights torch.equal", record.get("weights_equal")),
         ("metrics.jsonl equal but timing", record.get("metrics_equal")),
-        ("every step logged once", record.get("steps_logged_once")),
+        ("every logged train line once", record.get("steps_logged_once")),
         ("processes left behind", record.get("leftover_processes")),
         ("temporary files or lock left", record.get("leftover_files")),
         ("CPU (load average start / end)",
