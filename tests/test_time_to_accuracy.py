@@ -116,14 +116,76 @@ def test_merge_command_writes_the_table(tmp_path: Path):
     assert "1.100" in done.stdout
 
 
-@pytest.mark.parametrize("recipe", ["airbench94", "airbench94_muon"])
-def test_plain_script_trains_each_recipe(prepared_data, tmp_path: Path, recipe: str):
+def test_records_of_two_cpus_are_never_averaged_or_compared_together():
+    amd, intel = {"cpu": "AMD EPYC", "cores": 2}, {"cpu": "Intel(R) Xeon(R) Processor", "cores": 2}
+    records = [record("ddpcifar", 0, 0.90, 1000.0) | {"machine": amd, "invocation": "a"},
+               record("plain", 0, 0.90, 950.0) | {"machine": amd, "invocation": "a"},
+               record("ddpcifar", 1, 0.91, 1900.0) | {"machine": intel, "invocation": "b"},
+               record("plain", 1, 0.91, 2000.0) | {"machine": intel, "invocation": "b"}]
+    table = tta.summarise(records)
+    assert set(table) == {f"{part}-airbench94-e9.9-n1@{cpu}" for part in ("ddpcifar", "plain")
+                          for cpu in ("AMD EPYC", "Intel(R) Xeon(R) Processor")}
+    assert table["ddpcifar-airbench94-e9.9-n1@AMD EPYC"]["time_ratio_vs_plain"] == \
+        pytest.approx(1000 / 950)
+    pairs = tta.paired(records)
+    assert set(pairs) == {"airbench94-e9.9@AMD EPYC", "airbench94-e9.9@Intel(R) Xeon(R) Processor"}
+
+
+def test_a_faster_spec_pairs_with_the_published_recipe_and_options_stay_apart():
+    records = [
+        record("ddpcifar", 0, 0.905, 700.0, spec="specs/airbench94_muon_fast.json", epochs=7)
+        | {"invocation": "a", "variant": "model.compile=true", "compile": "default"},
+        record("plain", 0, 0.906, 1000.0) | {"invocation": "a"},
+        record("ddpcifar", 1, 0.90, 1000.0) | {"invocation": "b", "variant": "model.compile=true",
+                                                "compile": "default"},
+        record("plain", 1, 0.90, 800.0) | {"invocation": "b", "variant": "--compile default",
+                                          "compile": "default"},
+        record("plain", 2, 0.90, 1100.0) | {"invocation": "c"},  # eager: not the compiled's match
+    ]
+    pairs = tta.paired(records)
+    fast = pairs["airbench94_muon_fast-e7[model.compile=true] vs plain airbench94-e9.9"]
+    assert fast["time_ratio_mean"] == pytest.approx(0.7)
+    assert fast["top1_tta_minus_plain_mean"] == pytest.approx(-0.001)
+    both = pairs["airbench94-e9.9[model.compile=true] vs plain airbench94-e9.9[--compile default]"]
+    assert both["time_ratio_mean"] == pytest.approx(1.25)
+    table = tta.summarise(records)
+    # Compiled against compiled: the ratio of the means uses the compiled plain group only.
+    assert table["ddpcifar-airbench94-e9.9[model.compile=true]-n1"]["time_ratio_vs_plain"] == \
+        pytest.approx(1000 / 800)
+
+
+def test_each_record_carries_its_machine_commit_command_and_load(tmp_path: Path):
+    done = tta._timed([sys.executable, "-c", "pass"])
+    assert done["machine"]["cpu"] and done["machine"]["cores"] >= 1 and done["machine"]["torch"]
+    assert done["command"].endswith("-c pass") and len(done["load_before"]) == 3
+    assert done["commit"] is None or len(done["commit"].split("+")[0]) == 12
+    # Older files had one machine per file: merge stamps it on their records, marked as such,
+    # and a record's own machine wins.
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"machine": {"cpu": "AMD EPYC"},
+                               "records": [record("ddpcifar", 0, 0.9, 1000.0),
+                                           record("plain", 0, 0.9, 900.0)
+                                           | {"machine": {"cpu": "Intel(R) Xeon(R) Processor"}}]}))
+    out = tmp_path / "merged.json"
+    subprocess.run([sys.executable, str(SCRIPT), "merge", str(old), "--out", str(out)],
+                   capture_output=True, text=True, check=True)
+    merged = json.loads(out.read_text())
+    first, second = merged["records"]
+    assert first["machine"] == {"cpu": "AMD EPYC"} and first["machine_from_file"] == "old.json"
+    assert second["machine"]["cpu"].startswith("Intel") and "machine_from_file" not in second
+    assert [m["cpu"] for m in merged["machines"]] == ["AMD EPYC", "Intel(R) Xeon(R) Processor"]
+
+
+@pytest.mark.parametrize("recipe, extra", [("airbench94", []),
+                                           ("airbench94_muon", ["--tta-threshold", "1.0"])])
+def test_plain_script_trains_each_recipe(prepared_data, tmp_path: Path, recipe: str, extra: list):
     out = tmp_path / "plain.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "airbench_plain.py"), "--recipe", recipe,
                     "--data", str(prepared_data.data_dir), "--epochs", "2", "--batch-size", "250",
-                    "--out", str(out)], check=True, capture_output=True, text=True, cwd=ROOT)
+                    "--out", str(out), *extra], check=True, capture_output=True, text=True, cwd=ROOT)
     result = json.loads(out.read_text())
     assert result["recipe"] == recipe and result["steps"] == 8  # 1,000 images / 250, 2 epochs
     assert 0.0 <= result["top1"] <= 1.0 and 0.0 <= result["top1_tta"] <= 1.0
+    assert result["tta_images"] == 200 and result["compile_s"] is None  # threshold 1.0: all
     assert result["time_to_accuracy_s"] == pytest.approx(
         result["whitening_s"] + result["train_s"] + result["final_eval_s"])
