@@ -1,4 +1,6 @@
-"""The GPU check: tests, synthetic data, torchrun training matrix, evaluation and timings.
+"""The GPU check: synthetic data, airbench94's timing, the compiled step, tests, torchrun
+training matrix, evaluation and the other timings, in that order (what matters most first:
+a step that runs out of time budget is skipped).
 
     python benchmarks/gpu_check.py OUT [--device cuda|cpu] [--tiny] [--budget-s 330]
 
@@ -11,6 +13,9 @@ dry run tests/test_gpu_check.py runs on CPU (gloo, 512 images, a few steps).
 Timing conventions (STYLE.md, "measure honestly"): throughput excludes warm-up steps (and so
 cudnn autotuning and torch.compile); CUDA timings use events and synchronize; the step split
 synchronizes between phases, so its parts add up to a slower step than the unsplit throughput.
+The compiled step (benchmarks/compile_bench.py, eager against torch.compile of airbench94's
+step, interleaved) reports its compile time apart; the dry run compiles with the aot_eager
+backend (no code generation: minutes on a 2-core CPU), which checks the plumbing only.
 """
 
 from __future__ import annotations
@@ -88,9 +93,13 @@ def environment(device: str) -> dict[str, Any]:
     import numpy
     import torch
 
+    from provenance import commit, cpu_model, load_average, this_command
+
     info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
                             "numpy": numpy.__version__, "cuda": torch.version.cuda,
-                            "device": device, "cpu_count": os.cpu_count()}
+                            "device": device, "cpu_count": os.cpu_count(), "cpu": cpu_model(),
+                            "commit": commit(), "command": this_command(),
+                            "load_before": load_average()}
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=torch.cuda.get_device_name(0), gpu_memory_gib=round(props.total_memory / 2**30, 1),
@@ -140,7 +149,7 @@ def train_matrix(check: Check, data: Path, work: Path, ffcv: bool) -> list[dict[
     """2 epochs per configuration through torchrun (nccl on CUDA, gloo on CPU)."""
     cuda = check.device == "cuda"
     half = "fp16" if cuda else "off"  # fp16 needs CUDA; the dry run checks 'off' in its place
-    # (name, spec, overrides); the first is the one evaluated afterwards.
+    # (name, spec, overrides); the first that succeeds is the one evaluated afterwards.
     runs: list[tuple[str, str, list[str]]] = [
         ("airbench-memory-bf16-cl", "specs/airbench.json", ["train.amp=bf16"]),
         (f"airbench-memory-{half}-cl", "specs/airbench.json", [f"train.amp={half}"]),
@@ -153,15 +162,16 @@ def train_matrix(check: Check, data: Path, work: Path, ffcv: bool) -> list[dict[
         check.say("FFCV unavailable: skipped FFCV loader checks")
         check.skip("train airbench-ffcv-bf16-cl", "FFCV unavailable")
     if not check.tiny:
+        # airbench94 and the compiled run first among the optional ones: the budget skips the last.
+        if (ROOT / MODELS["airbench94"]).is_file():
+            runs.insert(0, ("airbench94-memory-auto", MODELS["airbench94"], []))
+        runs.insert(1, ("airbench-memory-bf16-cl-compile", "specs/airbench.json",
+                        ["train.amp=bf16", "model.compile=true"]))
         runs += [
             ("airbench-memory-bf16-cl-deterministic", "specs/airbench.json",
              ["train.amp=bf16", "train.deterministic=true"]),
             ("era_s9-memory-auto-albumentations", "specs/era_s9.json", []),
         ]
-        if (ROOT / MODELS["airbench94"]).is_file():
-            runs.append(("airbench94-memory-auto", MODELS["airbench94"], []))
-        runs.append(("airbench-memory-bf16-cl-compile", "specs/airbench.json",
-                     ["train.amp=bf16", "model.compile=true"]))
     results = []
     for name, spec, overrides in runs:
         per_run_s = 25 if check.tiny else 75
@@ -374,12 +384,56 @@ def measure_loader(kind: str, data: Path, device, tiny: bool) -> dict[str, Any]:
             "images_per_s": round(n / seconds, 1), "seconds": round(seconds, 3)}
 
 
+def recipe_timing(check: Check, data: Path) -> None:
+    """airbench94's step loop first, then its compiled step against eager."""
+    import torch
+
+    models = check.result.setdefault("models", {})
+    spec = MODELS["airbench94"]
+    if not (ROOT / spec).is_file():
+        check.skip("measure airbench94", f"{spec} not present")
+        return
+    guarded(check, "measure airbench94", lambda: models.__setitem__(
+        "airbench94", measure_model("airbench94", spec, data, torch.device(check.device),
+                                    check.tiny)))
+    if "airbench94" in models:
+        check.say(f"airbench94: {models['airbench94']['images_per_s']:,.0f} images/s, "
+                  f"split {models['airbench94']['split_step_ms']}")
+    compiled_step(check, spec)
+
+
+def compiled_step(check: Check, spec: str) -> None:
+    """benchmarks/compile_bench.py on the recipe's step: eager against torch.compile."""
+    out = check.out / "compile_bench.json"
+    sizes = (["--batch", "16", "--eval-batch", "16", "--set", "train.amp=off", "--backend",
+              "aot_eager", "--steps", "1", "--warmup", "0", "--eval-steps", "1", "--rounds", "1"]
+             if check.tiny else ["--steps", "10", "--rounds", "2"])
+    cmd = [sys.executable, "benchmarks/compile_bench.py", "--spec", spec, "--device", check.device,
+           "--variants", "eager", "default", *sizes, "--out", str(out)]
+    if not check.time_left(60 if check.tiny else 150):
+        check.skip("compiled step", "time budget")
+        return
+    proc = check.run("compiled step", cmd, timeout_s=90 if check.tiny else 240)
+    if proc is None or not out.is_file():
+        return
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["records"]}
+    check.result["compiled_step"] = {
+        name: {k: row.get(k) for k in ("images_per_s", "step_ms", "split_ms", "compile_s",
+                                        "eval_images_per_s", "speedup_vs_eager", "backend")}
+        for name, row in rows.items()}
+    compiled = rows.get("default", {})
+    check.say(f"compiled step: {compiled.get('speedup_vs_eager')}x eager, compile "
+              f"{compiled.get('compile_s')} s")
+
+
 def timings(check: Check, data: Path, ffcv: bool) -> None:
     import torch
 
     device = torch.device(check.device)
-    models: dict[str, Any] = {}
+    models: dict[str, Any] = check.result.setdefault("models", {})
     for name, spec in MODELS.items():
+        if name in models:  # measured first (recipe_timing)
+            continue
         if not (ROOT / spec).is_file():
             check.skip(f"measure {name}", f"{spec} not present")
             continue
@@ -390,7 +444,6 @@ def timings(check: Check, data: Path, ffcv: bool) -> None:
             n, measure_model(n, s, data, device, check.tiny)))
         if name in models:
             check.say(f"{name}: {models[name]['images_per_s']:,.0f} images/s, split {models[name]['split_step_ms']}")
-    check.result["models"] = models
     loaders: dict[str, Any] = {}
     for kind in ("memory", "ffcv"):
         if kind == "ffcv" and not ffcv:
@@ -452,20 +505,24 @@ def main(argv: list[str] | None = None) -> int:
         check.say("FFCV unavailable: skipped FFCV loader checks")
     work = Path(tempfile.mkdtemp(prefix="gpu_check-"))
     try:
+        data = prepare_data(check, work)
+        if data is not None:
+            recipe_timing(check, data)  # first: what the check is for, before any budget runs out
         if args.skip_tests:
             check.skip("pytest -m gpu", "--skip-tests")
         else:
             run_gpu_tests(check, env["ffcv"])
-        data = prepare_data(check, work)
         if data is not None:
             runs = train_matrix(check, data, work, env["ffcv"])
             check.result["train_runs"] = runs
-            if runs:
-                evaluate_run(check, runs[0], data)
+            done = next((r for r in runs if r.get("ok")), runs[0] if runs else None)
+            if done:
+                evaluate_run(check, done, data)
             timings(check, data, env["ffcv"])
             projection(check)
     finally:
         check.result["elapsed_s"] = round(check.elapsed(), 1)
+        check.result["environment"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
         check.result["ok"] = not check.result["failures"]
         (args.out / "gpu_check.json").write_text(json.dumps(check.result, indent=2) + "\n")
         shutil.rmtree(work, ignore_errors=True)
@@ -476,4 +533,5 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))  # ddpcifar importable when run as a script
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks/provenance.py
     raise SystemExit(main())

@@ -3,10 +3,12 @@
 #     bash benchmarks/gpu_check.sh OUT [--wheels DIR] [--device cuda|cpu] [--tiny] [--budget-s S]
 # 1. installs what the machine lacks (pydantic, textual, albumentations, pytest) from the wheels
 #    that benchmarks/fetch_gpu_wheels.sh downloaded (pip --no-index: the machine has no internet);
-# 2. runs benchmarks/gpu_check.py: pytest -m gpu, a synthetic CIFAR-10-sized dataset, 2-epoch
-#    torchrun trainings (nccl; bf16/fp16; channels-last on/off; memory and FFCV loaders),
-#    ddpcifar.evaluate, images/s per model, loader throughput, the step-time split and the
-#    projected time of airbench94's 9.9 epochs.
+# 2. runs benchmarks/gpu_check.py, most important first (the time budget skips the last steps):
+#    a synthetic CIFAR-10-sized dataset, airbench94's step timing (the projection of its 9.9
+#    epochs), its compiled step against eager (benchmarks/compile_bench.py, compile time
+#    apart), pytest -m gpu, 2-epoch torchrun trainings (airbench94 and torch.compile first;
+#    nccl; bf16/fp16; channels-last on/off; memory and FFCV loaders), ddpcifar.evaluate,
+#    images/s of the other models, loader throughput and the step-time split.
 # Writes OUT/gpu_check.json and OUT/gpu_check.log. FFCV has no wheel: where it cannot be imported
 # the check says "FFCV unavailable: skipped FFCV loader checks" and runs the rest.
 # Dry run on CPU (tests/test_gpu_check.py): bash benchmarks/gpu_check.sh OUT --device cpu --tiny
