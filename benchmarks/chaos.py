@@ -36,7 +36,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import random
 import shlex
 import signal
@@ -50,6 +49,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/provenance.py, also when imported
+from provenance import commit, cpu_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("kill_rank", "kill_worker", "kill_in_write", "freeze")
@@ -489,10 +491,10 @@ def run_chaos(spec_path: Path, overrides: Sequence[str], *, runs_dir: Path, npro
     chaos_wall = chaos.wall()
     record: dict[str, Any] = {
         "benchmark": "chaos",
-        "commit": _commit(),
+        "commit": commit(),
         "command": shlex.join([sys.executable, *sys.argv]),
         "chaos_command": shlex.join(chaos_cmd),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpus": len(os.sched_getaffinity(0)),
         "load_average_start": load_start,
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
@@ -554,25 +556,6 @@ def table(record: dict[str, Any]) -> str:
                          f"{f['last_step']} | {f['resumed_from']} | "
                          f"{f['restart_s'] if f['skipped'] is None else f['skipped']} |")
     return "\n".join(lines + per_fault)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
-def _commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                             capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

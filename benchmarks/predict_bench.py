@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,9 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/provenance.py
+from provenance import cpu_model, load_average  # noqa: E402
 
 from ddpcifar.atomic import write_json
 from ddpcifar.errors import UserError, cli_main
@@ -57,22 +59,6 @@ BLOCK_WARMUP = 3  # untimed batch-1 calls at the start of every block: wake the 
 MEAN, STD = (125.3, 123.0, 113.9), (63.0, 62.1, 66.7)
 
 Runner = Callable[[np.ndarray], np.ndarray]
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (the machine's architecture elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
-def load_average() -> list[float]:
-    """1/5/15-minute load: with other processes running it says how much a number is worth."""
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def commit() -> str | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -22,10 +21,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/provenance.py
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+
+from provenance import cpu_model  # noqa: E402
 
 from ddpcifar.scratch.blas import get_blas_threads, set_blas_threads  # noqa: E402
 from ddpcifar.scratch.layers import SoftmaxCrossEntropy  # noqa: E402
@@ -55,16 +57,6 @@ def torch_model(architecture: list[dict[str, Any]], in_channels: int = 3) -> nn.
             layers.append(nn.Linear(features, spec["out"]))
             features = spec["out"]
     return nn.Sequential(*layers)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def numpy_step(batch: int, seed: int) -> Callable[[], None]:

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/provenance.py
 
+from provenance import cpu_model  # noqa: E402
 from tests.tui_fixtures import NOW, epoch_lines, write_run  # noqa: E402
 from tui.app import DashboardApp  # noqa: E402
 from tui.metrics import MetricsLog, MetricsTail  # noqa: E402
@@ -125,16 +127,6 @@ def time_parse(path: Path) -> tuple[float, float, int, int]:
     curves = log.curves()
     return (time.perf_counter() - start, time.process_time() - cpu, len(curves.train_step),
             len(curves.eval_step))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def load_average() -> str:
