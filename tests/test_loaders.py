@@ -434,3 +434,44 @@ def test_cuda_batches_match_cpu_and_stay_on_the_gpu(data_dir: Path, ffcv_eval, k
     assert first[0].device.type == "cuda"
     if kind == "memory":  # seeded on the device generator; FFCV's augmentation is not seedable
         assert torch.equal(first[0], first[1])
+
+
+def test_the_airbench_augmentation_follows_the_seed(data_dir: Path) -> None:
+    """train.seed reaches the order, the alternating flips and the translations: another seed
+    changes each of them for the same image, the same seed replays them."""
+    cfg = AugmentConfig(kind="basic", flip_mode="alternating", translate=2, translate_pad="reflect")
+
+    def epoch(seed: int) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        loader = make(data_dir, "memory", split="train", train=True, batch_size=50, seed=seed,
+                      augment=cfg)
+        loader.set_epoch(0)
+        batches = list(loader)
+        order = torch.cat([b.index for b in batches])
+        views = {int(i): img for b in batches for i, img in zip(b.index, pixels(b))}
+        return order, views
+
+    order0, views0 = epoch(0)
+    order1, views1 = epoch(1)
+    again, views_again = epoch(0)
+    assert torch.equal(order0, again) and all(torch.equal(views0[i], views_again[i]) for i in views0)
+    assert not torch.equal(order0, order1)
+    common = sorted(views0.keys() & views1.keys())
+    plain = torch.from_numpy(encoded_split(N_TRAIN, 0).images).permute(0, 3, 1, 2).float()
+    flipped = {s: [_is_mirrored(v[i], plain[i]) for i in common]
+               for s, v in ((0, views0), (1, views1))}
+    differ = sum(not torch.equal(views0[i], views1[i]) for i in common)
+    assert differ > 0.9 * len(common)  # translations (25 offsets) and flips both drawn anew
+    assert flipped[0] != flipped[1]
+
+
+def _is_mirrored(view: torch.Tensor, image: torch.Tensor) -> bool:
+    """Whether a translated view of `image` is its mirror: the blue plane (random noise) of the
+    view's centre 28x28 matches the mirrored image at some offset within 2 pixels."""
+    centre = view[2, 2:30, 2:30]
+    for mirrored in (False, True):
+        source = image[2].flip(-1) if mirrored else image[2]
+        for dy in range(5):
+            for dx in range(5):
+                if torch.equal(centre, source[dy:dy + 28, dx:dx + 28]):
+                    return mirrored
+    raise AssertionError("the view is no translation of the image")
