@@ -225,6 +225,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, help="default: the recipe's (9.9 or 8)")
     parser.add_argument("--max-samples", type=int, default=None, help="evenly spaced subset (smoke runs)")
     parser.add_argument("--batch-size", type=int, help="default: the recipe's (smoke runs only)")
+    parser.add_argument("--micro-batch", type=int, metavar="N",
+                        help="gradient accumulation: forward and backward N images at a time "
+                             "(default: the whole batch)")
     parser.add_argument("--compile", nargs="?", const="default", metavar="MODE",
                         help="torch.compile the network (MODE: default, max-autotune, ...)")
     parser.add_argument("--tta-threshold", type=float, metavar="P",
@@ -299,7 +302,7 @@ def main() -> None:
     model, compile_s = net, None  # `model`: the plain module, whose state_dict has plain names
     if args.compile:  # after the whitening: the frozen stem weight is part of what is compiled
         net = torch.compile(model, mode=args.compile)
-        compile_s = warm_up(net, model, bs, [model.whiten.bias])
+        compile_s = warm_up(net, model, min(args.micro_batch or bs, bs), [model.whiten.bias])
 
     t0 = time.perf_counter()
     for epoch in range(math.ceil(total_steps / steps_per_epoch)):
@@ -309,14 +312,14 @@ def main() -> None:
         net.train()
         for i in range(steps_per_epoch):
             idx = order[i * bs:(i + 1) * bs]
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = net(normalize(images[idx]))
-            loss = F.cross_entropy(logits.float(), train_y[idx], label_smoothing=HYP["label_smoothing"],
-                                   reduction="sum")
             opt.zero_grad(set_to_none=True)
             if filter_muon:
                 filter_muon.zero_grad()
-            loss.backward()
+            for part in idx.split(args.micro_batch or bs):  # summed losses: gradients add up
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    logits = net(normalize(images[part]))
+                F.cross_entropy(logits.float(), train_y[part], label_smoothing=HYP["label_smoothing"],
+                                reduction="sum").backward()
             if filter_muon:
                 filter_muon.step(factor(step))
             opt.step()
@@ -355,6 +358,7 @@ def main() -> None:
               "threads": torch.get_num_threads(),
               "images_per_s": step * bs / times["train_s"],
               # compile_s is apart from time_to_accuracy_s: airbench times a warmed-up run.
+              "micro_batch": args.micro_batch,
               "compile": args.compile, "compile_s": compile_s,
               "tta_threshold": args.tta_threshold, "tta_images": tta_images}
     print(json.dumps(result))

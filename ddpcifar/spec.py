@@ -206,6 +206,14 @@ class TrainConfig(Section):
     global_batch_size: int = Field(512, ge=1, le=65_536,
                                    description="Batch size summed over all ranks; must divide by "
                                                "the world size.")
+    micro_batch_size: int | None = Field(
+        None, ge=1, le=65_536,
+        description="Gradient accumulation: the most images one rank puts through one forward "
+                    "and backward. Each rank's share of the global batch is split into "
+                    "micro-batches of this size (the last may be smaller) whose gradients add up "
+                    "before the one optimizer step, so the update is the full batch's; BatchNorm "
+                    "normalises each micro-batch apart. null: the whole share at once. On CPU a "
+                    "smaller forward can be faster per image (docs/speed.md).")
     seed: int = Field(0, ge=0, description="Seeds weights, data order and augmentation.")
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto", description="Autocast dtype. auto: bf16 on CPU and on CUDA GPUs that support it "
@@ -387,6 +395,8 @@ class RunSpec(Section):
                                         "scratch.dtype without autocast (allowed: 'auto', 'off')"),
             (t.loss_reduction != "mean", f"train.loss_reduction={t.loss_reduction!r}: the NumPy "
                                          "engine averages the loss over the batch (allowed: 'mean')"),
+            (t.micro_batch_size is not None, f"train.micro_batch_size={t.micro_batch_size}: the "
+                                             "NumPy engine steps on whole batches (allowed: null)"),
             (t.averaging.kind != "none", f"train.averaging.kind={t.averaging.kind!r}: the NumPy "
                                          "engine has no weight averaging (allowed: 'none')"),
             (m.compile is not False, f"model.compile={json.dumps(m.compile)}: the NumPy engine "

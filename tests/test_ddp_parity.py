@@ -48,7 +48,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spec(tmp: Path, data_dir: Path, name: str) -> Path:
+def _spec(tmp: Path, data_dir: Path, name: str, **train: object) -> Path:
     spec = {
         "data": {"dir": str(data_dir), "loader": "memory", "num_workers": 0},
         "model": {"name": "parity_net"},
@@ -59,7 +59,7 @@ def _spec(tmp: Path, data_dir: Path, name: str) -> Path:
         # world size, but a 2-rank run augments differently from one process. Off here.
         "augment": {"kind": "none"},
         "train": {"epochs": STEPS_EPOCHS, "global_batch_size": 100, "seed": 5, "amp": "off",
-                  "log_every": 5},
+                  "log_every": 5, **train},
         "eval": {"batch_size": 50, "max_samples": 10},
         "logging": {"runs_dir": str(tmp / "runs"), "run_name": name, "tensorboard": False,
                     "progress": False},
@@ -117,3 +117,32 @@ def test_two_ranks_match_one_process(tmp_path, prepared_data):
     assert s1["count"] == s2["count"] == 200
     assert s1["confusion"] == s2["confusion"]
     assert s1["loss"] == pytest.approx(s2["loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("world,reduction", [(2, "mean"), (1, "sum")])
+def test_micro_batches_match_the_whole_batch(tmp_path, prepared_data, world, reduction):
+    """train.micro_batch_size splits each rank's share (50 or 100 images) into micro-batches of
+    20 (the last one smaller) whose gradients add up to the whole batch's: the same weights.
+    With two ranks every micro-batch but the last skips DDP's reduction (no_sync)."""
+    data_dir = prepared_data.data_dir
+    whole = _spec(tmp_path, data_dir, "whole", loss_reduction=reduction)
+    micro = _spec(tmp_path, data_dir, "micro", loss_reduction=reduction, micro_batch_size=20)
+    mp.start_processes(_worker, args=(1, _free_port(), str(whole)), nprocs=1, join=True,
+                       start_method="spawn")
+    mp.start_processes(_worker, args=(world, _free_port(), str(micro)), nprocs=world, join=True,
+                       start_method="spawn")
+
+    a, b = _final_state(tmp_path / "runs" / "whole"), _final_state(tmp_path / "runs" / "micro")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+    moved = max((a[k] - ParityNet().state_dict()[k]).abs().max().item() for k in a)
+    assert moved > 1e-3
+    # The logged training loss is the whole batch's mean, however it was split.
+    rows = [[json.loads(line) for line in (tmp_path / "runs" / name / "metrics.jsonl")
+             .read_text().splitlines()] for name in ("whole", "micro")]
+    train = [[r for r in run if r["kind"] == "train"] for run in rows]
+    assert len(train[0]) > 1 and [r["step"] for r in train[0]] == [r["step"] for r in train[1]]
+    for key in ("loss", "top1"):
+        assert ([r["values"][key] for r in train[1]]
+                == pytest.approx([r["values"][key] for r in train[0]], rel=1e-4)), key

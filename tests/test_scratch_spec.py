@@ -89,6 +89,8 @@ REFUSED: dict[str, tuple[list[str], str]] = {
                   "scratch.dtype without autocast (allowed: 'auto', 'off')"),
     "train.loss_reduction": (["train.loss_reduction=sum"], "train.loss_reduction='sum': the NumPy "
                              "engine averages the loss over the batch (allowed: 'mean')"),
+    "train.micro_batch_size": (["train.micro_batch_size=16"], "train.micro_batch_size=16: the "
+                               "NumPy engine steps on whole batches (allowed: null)"),
     "train.averaging.kind": (["train.averaging.kind=ema"], "train.averaging.kind='ema': the NumPy "
                              "engine has no weight averaging (allowed: 'none')"),
     "model.compile": (["model.compile=true"], "model.compile=true: the NumPy engine has nothing "

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ddpcifar.data.beton import read_split
 from ddpcifar.data.loaders import build_loader
@@ -81,6 +82,12 @@ class Trainer:
 
         # Derived numbers, computed once (and checked by the spec's cross-field validation).
         self.rank_batch = spec.train.global_batch_size // env.world_size
+        self.micro_batch = min(spec.train.micro_batch_size or self.rank_batch, self.rank_batch)
+        # Micro-batches but the last skip DDP's gradient reduction (`no_sync`). A compiled DDP
+        # module is reached through `_orig_mod`.
+        self.ddp = getattr(self.net, "_orig_mod", self.net)
+        if not isinstance(self.ddp, DistributedDataParallel):
+            self.ddp = None
         common = dict(rank=env.rank, world_size=env.world_size, seed=spec.train.seed,
                       device=env.device, mean=self.meta.mean, std=self.meta.std,
                       channels_last=spec.model.channels_last)
@@ -156,7 +163,8 @@ class Trainer:
         self.console.message(
             f"[bold]{spec.logging.run_name}[/]: {spec.model.name} ({self.parameters:,} parameters), "
             f"world size {env.world_size} on {env.device} ({env.backend}), global batch "
-            f"{spec.train.global_batch_size} = {env.world_size} x {self.rank_batch}, "
+            f"{spec.train.global_batch_size} = {env.world_size} x {self.rank_batch}"
+            f"{f' in micro-batches of {self.micro_batch}' if self.micro_batch < self.rank_batch else ''}, "
             f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps, amp {self.amp_dtype}, "
             f"loader {spec.data.loader}")
 
@@ -252,7 +260,7 @@ class Trainer:
         height, width, channels = self.meta.image_shape
         seconds = warm_up(
             WrappedModel(train=self.net, eval=self.eval_net), self.model,
-            batch_size=self.rank_batch,
+            batch_size=self.micro_batch,
             eval_batch_size=self.spec.eval.batch_size // self.env.world_size,
             image_shape=(channels, height, width), num_classes=len(self.classes),
             amp_dtype=self.amp_dtype, device=self.env.device,
@@ -342,20 +350,21 @@ class Trainer:
         return RunningSums.of(torch.tensor(v, dtype=torch.float64, device=device) for v in values)
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on this rank's share of the global batch; its mean loss and the
+        number it got right. With train.micro_batch_size the share goes through the model in
+        micro-batches whose gradients add up (DDP reduces once, after the last)."""
         spec = self.spec.train
-        with torch.autocast(self.env.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
-            logits = self.net(images)
-        # The loss in float32: cross-entropy of bf16 logits loses precision. vgg8bn returns
-        # log-probabilities; log_softmax is idempotent, so cross_entropy is still correct.
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=spec.label_smoothing)
-        # DDP averages gradients over ranks: the mean of rank means is the global mean, and a
-        # global sum is the mean of (rank sum x world size).
-        objective = (loss if spec.loss_reduction == "mean"
-                     else loss * (labels.numel() * self.env.world_size))
+        size = labels.numel()
+        chunks = list(zip(images.split(self.micro_batch), labels.split(self.micro_batch)))
         self.optimizer.set_step(self.step)
         self.optimizer.zero_grad()
-        self.scaler.scale(objective).backward()
+        loss = correct = None
+        for k, (x, y) in enumerate(chunks):
+            sync = k + 1 == len(chunks)
+            with nullcontext() if sync or self.ddp is None else self.ddp.no_sync():
+                chunk_loss, chunk_correct = self._forward_backward(x, y, weight=y.numel() / size)
+            loss = chunk_loss if loss is None else loss + chunk_loss
+            correct = chunk_correct if correct is None else correct + chunk_correct
         if spec.grad_clip is not None:
             self.optimizer.unscale_(self.scaler)
             nn.utils.clip_grad_norm_(self.model.parameters(), spec.grad_clip)
@@ -364,7 +373,26 @@ class Trainer:
         self.step += 1
         if self.averaging is not None:
             self.averaging.after_step(self.step)
-        return loss, (logits.argmax(1) == labels).sum().double()
+        return loss, correct
+
+    def _forward_backward(self, images: torch.Tensor, labels: torch.Tensor, *,
+                          weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward of one (micro-)batch that is `weight` of this rank's share; its
+        loss times `weight` (the share's mean loss is their sum) and the number it got right."""
+        spec = self.spec.train
+        with torch.autocast(self.env.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            logits = self.net(images)
+        # The loss in float32: cross-entropy of bf16 logits loses precision. vgg8bn returns
+        # log-probabilities; log_softmax is idempotent, so cross_entropy is still correct.
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=spec.label_smoothing)
+        # DDP averages gradients over ranks: the mean of rank means is the global mean, and a
+        # global sum is the mean of (rank sum x world size). Micro-batches' gradients add up,
+        # so each counts by its share of the rank's batch.
+        objective = (loss * weight if spec.loss_reduction == "mean"
+                     else loss * (labels.numel() * self.env.world_size))
+        self.scaler.scale(objective).backward()
+        return loss.detach() * weight, (logits.argmax(1) == labels).sum().double()
 
     # ---------------------------------------------------------------- evaluation
 
