@@ -48,11 +48,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spec(tmp: Path, data_dir: Path, name: str, **train: object) -> Path:
+def _spec(tmp: Path, data_dir: Path, name: str, lr: float = 0.05, **train: object) -> Path:
     spec = {
         "data": {"dir": str(data_dir), "loader": "memory", "num_workers": 0},
         "model": {"name": "parity_net"},
-        "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True,
+        "optimizer": {"name": "sgd", "lr": lr, "momentum": 0.9, "nesterov": True,
                       "weight_decay": 5e-4},
         "schedule": {"name": "onecycle", "warmup_epochs": 0.5},
         # Augmentation streams are seeded per (seed, epoch, rank): deterministic for a given
@@ -126,8 +126,10 @@ def test_micro_batches_match_the_whole_batch(tmp_path, prepared_data, world, red
     20 (the last one smaller) whose gradients add up to the whole batch's: the same weights.
     With two ranks every micro-batch but the last skips DDP's reduction (no_sync)."""
     data_dir = prepared_data.data_dir
-    whole = _spec(tmp_path, data_dir, "whole", loss_reduction=reduction)
-    micro = _spec(tmp_path, data_dir, "micro", loss_reduction=reduction, micro_batch_size=20)
+    lr = 0.05 if reduction == "mean" else 0.05 / 100  # a summed loss: the same step size
+    whole = _spec(tmp_path, data_dir, "whole", lr=lr, loss_reduction=reduction)
+    micro = _spec(tmp_path, data_dir, "micro", lr=lr, loss_reduction=reduction,
+                  micro_batch_size=20)
     mp.start_processes(_worker, args=(1, _free_port(), str(whole)), nprocs=1, join=True,
                        start_method="spawn")
     mp.start_processes(_worker, args=(world, _free_port(), str(micro)), nprocs=world, join=True,
