@@ -354,17 +354,17 @@ class Trainer:
         number it got right. With train.micro_batch_size the share goes through the model in
         micro-batches whose gradients add up (DDP reduces once, after the last)."""
         spec = self.spec.train
-        size = labels.numel()
         chunks = list(zip(images.split(self.micro_batch), labels.split(self.micro_batch)))
         self.optimizer.set_step(self.step)
         self.optimizer.zero_grad()
-        loss = correct = None
+        losses, corrects = [], []
         for k, (x, y) in enumerate(chunks):
-            sync = k + 1 == len(chunks)
-            with nullcontext() if sync or self.ddp is None else self.ddp.no_sync():
-                chunk_loss, chunk_correct = self._forward_backward(x, y, weight=y.numel() / size)
-            loss = chunk_loss if loss is None else loss + chunk_loss
-            correct = chunk_correct if correct is None else correct + chunk_correct
+            last = k + 1 == len(chunks)
+            with nullcontext() if last or self.ddp is None else self.ddp.no_sync():
+                chunk_loss, chunk_correct = self._forward_backward(
+                    x, y, weight=y.numel() / labels.numel())
+            losses.append(chunk_loss)
+            corrects.append(chunk_correct)
         if spec.grad_clip is not None:
             self.optimizer.unscale_(self.scaler)
             nn.utils.clip_grad_norm_(self.model.parameters(), spec.grad_clip)
@@ -373,7 +373,7 @@ class Trainer:
         self.step += 1
         if self.averaging is not None:
             self.averaging.after_step(self.step)
-        return loss, correct
+        return sum(losses), sum(corrects)
 
     def _forward_backward(self, images: torch.Tensor, labels: torch.Tensor, *,
                           weight: float) -> tuple[torch.Tensor, torch.Tensor]:
